@@ -1,0 +1,128 @@
+// node.h — a process's attachment to its node (dvs_node) and its bound
+// endpoints (dvs_endpoint), and the core operations on them. Non-blocking
+// primitives (try_*) return EDVSAGAIN when they would wait; the blocking C API
+// (capi.cc) and the Node addon build their waiting on top of them.
+#pragma once
+#include <sys/types.h>
+
+#include <deque>
+#include <mutex>
+#include <vector>
+
+#include "../include/dvs.h"
+#include "arena.h"
+#include "doorbell.h"
+
+struct dvs_endpoint;
+
+struct dvs_node {
+  dvs::Arena *arena = nullptr;
+  uint32_t node_id = 0;
+  uint32_t proc = dvs::kNone;
+  uint32_t proc_gen = 0;
+  pid_t pid = 0;
+  uint64_t start_time = 0;
+  uint32_t bell_mode = 0;
+  int bell_rx = -1;  // our doorbell (bell_mode 0)
+  int bell_tx = -1;  // for ringing others
+  bool forked = false;
+  std::vector<dvs_endpoint *> eps;
+  dvs::BellAddr bell_cache[256];
+  uint32_t bell_cache_gen[256] = {};
+};
+
+struct dvs_endpoint {
+  struct Dst {
+    int32_t ep = -1;
+    uint32_t slot = 0;
+    uint32_t gen = 0;
+  };
+  dvs_node *node = nullptr;
+  uint32_t slot = 0;
+  uint32_t gen = 0;
+  uint32_t dc = 0;
+  int32_t ep = 0;
+  bool open = false;
+  uint32_t next_call = 1;
+  uint32_t outstanding = 0;    // calls awaiting a reply (reply-ring credits)
+  uint32_t spin_ns = 20000;    // adaptive spin budget before sleeping
+  std::deque<dvs_msg> deferred;  // received but skipped by a filtered receive
+  Dst cache[64];
+};
+
+namespace dvs {
+
+// Why a try_* call returned EDVSAGAIN.
+enum WaitReason : int { kWaitNone = 0, kWaitInbox = 1, kWaitArena = 2, kWaitCredits = 3 };
+
+int node_attach(const dvs_attach_opts *opts, uint32_t bell_mode, dvs_node **out);
+// keep_mapping: leave the arena mapped (the addon unmaps it when its last view is collected).
+int node_detach(dvs_node *n, bool keep_mapping);
+int node_reap_dead(dvs_node *n);
+
+int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out);
+int ep_close(dvs_endpoint *me);
+
+// Checks a block handed in by the caller (zero-copy send/reply).
+int check_alloc_block(dvs_endpoint *me, uint32_t block, uint32_t len);
+uint32_t ep_alloc(dvs_endpoint *me, uint32_t len);
+int ep_free_alloc(dvs_endpoint *me, uint32_t block);
+
+// block = kNone: copy `data`; else send the caller's allocated block.
+int try_send(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, int *why);
+// Starts a call: takes a reply credit and sends a CALL; *call_id receives its
+// id and *dst_gen the destination's incarnation (for liveness checks).
+int try_call(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, uint32_t *call_id,
+             uint32_t *dst_gen, int *why);
+void call_end(dvs_endpoint *me);
+// Fills up to `max` messages (notifications first, then the inbox in order).
+int try_receive(dvs_endpoint *me, int32_t src, dvs_msg *out, int max);
+// Fills up to `max` replies (any call id).
+int try_take_replies(dvs_endpoint *me, dvs_msg *out, int max);
+int release_block(dvs_endpoint *me, uint32_t block);
+int reply_to(dvs_endpoint *me, uint32_t dc, int32_t caller, uint32_t caller_gen, uint32_t call_id, const void *data,
+             uint32_t len, uint32_t block);
+int notify(dvs_endpoint *me, int32_t dst, uint32_t bits);
+
+// What a waiter waits for.
+enum WorkMask : uint32_t { kWorkInbox = 1, kWorkReplies = 2, kWorkAll = 3 };
+bool has_work(dvs_endpoint *me, uint32_t mask);
+// Arms the doorbell for this endpoint; returns 1 if work is already there.
+int arm_bell(dvs_endpoint *me);
+// Registers for a doorbell when space frees up for a send that got EDVSAGAIN.
+int arm_space(dvs_endpoint *me, int32_t dst, int why);
+// Spin (adaptively, or for spin_ns if given) then sleep until work, the
+// deadline (0 = none), or a dead destination (check_dst >= 0).
+int wait_work(dvs_endpoint *me, uint32_t mask, uint64_t deadline, int64_t spin_ns, int32_t check_dst,
+              uint32_t dst_gen);
+int wait_space(dvs_endpoint *me, int32_t dst, int why, uint64_t deadline);
+// 0 if dst is bound (and `gen` matches when non-zero) with a live owner;
+// else EDVSDSTDIED/EDVSNOTBIND, reaping a dead owner on the way.
+int verify_dst(dvs_endpoint *me, int32_t dst, uint32_t gen, uint32_t *gen_out);
+
+// Rings the doorbell of process slot p.
+void ring_proc(dvs_node *n, uint32_t p);
+
+}  // namespace dvs
+
+// ---- internal to the core (reaper.cc, messaging.cc, node.cc) ----
+namespace dvs {
+// Posts a reply (or an error status) into a caller's reply ring.
+int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32_t caller_gen, uint32_t call_id,
+               const void *data, uint32_t len, uint32_t block, int32_t status);
+// Under the arena lock:
+void unbind_locked(dvs_node *n, uint32_t slot);
+void purge_locked(dvs_node *n, uint32_t slot);
+void reap_proc_locked(dvs_node *n, uint32_t p);
+int reap_dead_locked(dvs_node *n);
+// After a send found its destination unbound behind its back.
+void handle_stranded(dvs_node *n, uint32_t slot);
+// Wakes the consumer of a slot after a publish (cheap when nobody sleeps).
+void wake_consumer(dvs_node *n, EndpointSlot *e);
+// Wakes producers waiting for inbox space / free blocks.
+void inbox_space_freed(dvs_node *n, EndpointSlot *e);
+void arena_space_freed(dvs_node *n);
+// Lock helpers that repair after a dead lock owner.
+void lock_arena(dvs_node *n);
+void unlock_arena(dvs_node *n);
+}  // namespace dvs

@@ -1,0 +1,69 @@
+#include "slab.h"
+
+#include <climits>
+
+#include "futex.h"
+
+namespace dvs {
+
+uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner) {
+  ArenaHeader *h = a.hdr();
+  for (uint32_t c = 0; c < h->cfg.class_count; c++) {
+    ClassState &cs = h->classes[c];
+    if (cs.size < len) continue;
+    uint32_t n = cs.count;
+    // Blocks are handed out round-robin from a shared hint; with FIFO traffic
+    // the block at the hint is the one freed longest ago, so the first probe
+    // almost always succeeds.
+    uint32_t start = cs.hint.fetch_add(1, std::memory_order_relaxed) % n;
+    uint32_t i = start;
+    for (uint32_t k = 0; k < n; k++) {
+      BlockMeta *b = a.block(cs.first_block + i);
+      if (b->owner.load(std::memory_order_relaxed) == 0) {
+        uint64_t z = 0;
+        if (b->owner.compare_exchange_strong(z, owner, std::memory_order_acquire, std::memory_order_relaxed)) {
+          if (k) cs.hint.store(i + 1, std::memory_order_relaxed);
+          return cs.first_block + i;
+        }
+      }
+      if (++i == n) i = 0;
+    }
+  }
+  return kNone;
+}
+
+bool slab_free_if(Arena &a, uint32_t id, uint64_t expected) {
+  BlockMeta *b = a.block(id);
+  return b->owner.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
+}
+
+void slab_wake_waiters(Arena &a, void (*ring)(void *ctx, uint32_t proc), void *ctx) {
+  ArenaHeader *h = a.hdr();
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool any = h->space_sleepers.load(std::memory_order_relaxed) != 0;
+  for (auto &w : h->space_bells) any = any || w.load(std::memory_order_relaxed) != 0;
+  if (!any) return;
+  h->space_seq.fetch_add(1, std::memory_order_seq_cst);
+  if (h->space_sleepers.load(std::memory_order_relaxed)) futex_wake(&h->space_seq, INT_MAX);
+  for (uint32_t i = 0; i < 4; i++) {
+    uint64_t bits = h->space_bells[i].exchange(0, std::memory_order_acq_rel);
+    while (bits) {
+      uint32_t b = uint32_t(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      ring(ctx, i * 64 + b);
+    }
+  }
+}
+
+void slab_in_use(const Arena &a, uint32_t *per_class) {
+  const ArenaHeader *h = a.hdr();
+  for (uint32_t c = 0; c < h->cfg.class_count; c++) {
+    const ClassState &cs = h->classes[c];
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < cs.count; i++)
+      if (a.block(cs.first_block + i)->owner.load(std::memory_order_relaxed)) used++;
+    per_class[c] = used;
+  }
+}
+
+}  // namespace dvs
