@@ -23,7 +23,7 @@ int doorbell_listen(const BellAddr &a);
 // Returns a non-blocking unbound socket for ringing others, or -errno.
 int doorbell_sender();
 void doorbell_ring(int tx_fd, const BellAddr &a);
-// Empties the listening socket; returns how many datagrams were read.
+// Reads pending rings (up to 64) in one syscall; returns how many.
 int doorbell_drain(int fd);
 
 }  // namespace dvs

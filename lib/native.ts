@@ -1,0 +1,125 @@
+// native.ts — loads the addon and describes its interface (native/addon).
+import { createRequire } from 'node:module';
+import { basename, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DvsError } from './errors.js';
+
+export interface NativeLayout {
+  outWhy: number;
+  outDstGen: number;
+  outCallId: number;
+  outOffLo: number;
+  outOffHi: number;
+  msgBase: number;
+  msgInts: number;
+  maxBatch: number;
+  releaseBase: number;
+}
+
+export interface NativeStats {
+  node: number;
+  segment: string;
+  bytes: number;
+  procs: { slot: number; pid: number; gen: number }[];
+  endpoints: { dc: number; ep: number; pid: number; gen: number; msgsIn: number; msgsOut: number; queued: number }[];
+  classes: { size: number; blocks: number; inUse: number }[];
+  reapedProcs: number;
+  lockRecoveries: number;
+  droppedReplies: number;
+}
+
+export interface NativeInfo {
+  node: number;
+  name: string;
+  proc: number;
+  pid: number;
+  size: number;
+  created: boolean;
+  wake: 'doorbell' | 'thread';
+  asyncSpinUs: number;
+}
+
+export interface NativeAttachOptions {
+  node: number;
+  name?: string;
+  ns?: string;
+  wake?: 'doorbell' | 'thread';
+  asyncSpinUs?: number;
+  maxProcs?: number;
+  maxEndpoints?: number;
+  inboxCells?: number;
+  replyCells?: number;
+  poolMib?: number;
+}
+
+/** Payload arguments: (u8, -1, 0) copies u8; (null, offset, len) sends an allocated block. */
+export interface NativeNode {
+  arena(): ArrayBuffer;
+  scratch(): ArrayBuffer;
+  info(): NativeInfo;
+  bind(dc: number, ep: number): number;
+  close(h: number): number;
+  send(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
+  call(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
+  callEnd(h: number): void;
+  receive(h: number, from: number, max: number, releases: number): number;
+  replies(h: number, max: number): number;
+  release(h: number, block: number): number;
+  /** Frees the first n block ids of the scratch release area. */
+  flushReleases(n: number): void;
+  reply(h: number, dc: number, caller: number, gen: number, callId: number, u8: Uint8Array | null, off: number, len: number): number;
+  notify(h: number, dst: number, bits: number): number;
+  alloc(h: number, len: number): number;
+  freeAlloc(h: number, off: number): number;
+  arm(h: number): number;
+  armSpace(h: number, dst: number, why: number): number;
+  verify(h: number, dst: number, gen: number): number;
+  receiveSync(h: number, from: number, timeoutMs: number, spinNs: number): number;
+  callSync(h: number, dst: number, u8: Uint8Array | null, off: number, len: number, timeoutMs: number, spinNs: number): number;
+  sendSync(h: number, dst: number, u8: Uint8Array | null, off: number, len: number, timeoutMs: number): number;
+  reap(): number;
+  stats(): NativeStats | null;
+  ref(): void;
+  unref(): void;
+  detach(): void;
+}
+
+interface Binding {
+  NativeNode: new (opts: NativeAttachOptions, onWake: () => void) => NativeNode;
+  setErrorFactory(f: (code: number, detail: string) => Error): void;
+  errorName(code: number): string;
+  lastErrorDetail(): string;
+  layout: NativeLayout;
+}
+
+const require = createRequire(import.meta.url);
+const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => Binding;
+// The package root holds build/: it is the parent of lib/ (sources) or of dist/ (compiled).
+const libParent = fileURLToPath(new URL('..', import.meta.url));
+const root = basename(libParent) === 'dist' ? dirname(libParent) : libParent;
+
+export const binding: Binding = bindings({ bindings: 'dvs', module_root: root });
+binding.setErrorFactory((code, detail) => new DvsError(code, detail));
+export const layout: NativeLayout = binding.layout;
+
+/** Why a native call returned EDVSAGAIN (scratch[layout.outWhy]). */
+export const Why = { None: 0, Inbox: 1, Arena: 2, Credits: 3 } as const;
+
+/** Field offsets inside one message descriptor of the scratch array. */
+export const Desc = {
+  Kind: 0,
+  SrcDc: 1,
+  SrcEp: 2,
+  SrcNode: 3,
+  OffLo: 4,
+  OffHi: 5,
+  Len: 6,
+  Bits: 7,
+  Status: 8,
+  Block: 9,
+  CallId: 10,
+  SrcGen: 11,
+} as const;
+
+/** Message kinds as the core numbers them. */
+export const Kind = { Send: 1, Call: 2, Reply: 3, Notify: 4 } as const;

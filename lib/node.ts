@@ -1,0 +1,181 @@
+// node.ts — a process's attachment to a node's shared-memory arena.
+import { DvsError, check } from './errors.js';
+import { Endpoint } from './endpoint.js';
+import { binding, layout, type NativeNode, type NativeStats } from './native.js';
+import { checkDc, checkEp, checkNode } from './validate.js';
+
+export interface AttachOptions {
+  /** Node number (0..1023); default 0, or $DVS_NODE. */
+  node?: number;
+  /** Namespace of the shared-memory segment (default $DVS_NAMESPACE or "default"): one arena per (namespace, node). */
+  namespace?: string;
+  /** How an idle async receiver is woken: a doorbell socket polled by libuv (default) or a waiter thread. */
+  wake?: 'doorbell' | 'thread';
+  /**
+   * Before the event loop sleeps while awaiting dvs, poll for up to this many
+   * microseconds (adaptive: shrinks when polling does not pay off). Default 50;
+   * 0 = always sleep immediately.
+   */
+  asyncSpinUs?: number;
+  /** Arena sizing, used only by the process that creates the segment. */
+  maxProcs?: number;
+  maxEndpoints?: number;
+  inboxCells?: number;
+  replyCells?: number;
+  poolMib?: number;
+}
+
+/** How often waiting callers re-check that their destinations are alive. */
+const PEER_CHECK_MS = 100;
+
+export class Node {
+  readonly id: number;
+  /** @internal */ readonly _native: NativeNode;
+  /** @internal */ readonly _ab: ArrayBuffer;
+  /** @internal */ readonly _scratch: Int32Array;
+  /** @internal Offsets of blocks from alloc() not yet sent. */ readonly _allocs = new Set<number>();
+  private readonly endpoints = new Set<Endpoint>();
+  private waiting = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private nrel = 0;
+  private flushQueued = false;
+  private detached = false;
+
+  /** @internal */
+  constructor(opts: AttachOptions) {
+    const envNode = process.env.DVS_NODE;
+    this.id = checkNode(opts.node ?? (envNode !== undefined ? Number(envNode) : 0));
+    if (opts.namespace !== undefined && (typeof opts.namespace !== 'string' || !/^[A-Za-z0-9_.-]{1,100}$/.test(opts.namespace)))
+      throw new DvsError('EDVSINVAL', 'namespace must be 1-100 characters of [A-Za-z0-9_.-]');
+    if (opts.wake !== undefined && opts.wake !== 'doorbell' && opts.wake !== 'thread')
+      throw new DvsError('EDVSINVAL', `wake must be 'doorbell' or 'thread'`);
+    if (opts.asyncSpinUs !== undefined && (typeof opts.asyncSpinUs !== 'number' || !(opts.asyncSpinUs >= 0)))
+      throw new DvsError('EDVSINVAL', 'asyncSpinUs must be a number >= 0');
+    for (const k of ['maxProcs', 'maxEndpoints', 'inboxCells', 'replyCells', 'poolMib'] as const) {
+      const v = opts[k];
+      if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new DvsError('EDVSINVAL', `${k} must be a positive integer`);
+    }
+    this._native = new binding.NativeNode(
+      {
+        node: this.id,
+        ns: opts.namespace,
+        wake: opts.wake,
+        asyncSpinUs: opts.asyncSpinUs,
+        maxProcs: opts.maxProcs,
+        maxEndpoints: opts.maxEndpoints,
+        inboxCells: opts.inboxCells,
+        replyCells: opts.replyCells,
+        poolMib: opts.poolMib,
+      },
+      () => this.onWake(),
+    );
+    this._ab = this._native.arena();
+    this._scratch = new Int32Array(this._native.scratch());
+    // Waiting callers re-check that their destinations are alive; the timer
+    // never keeps the process alive (the doorbell handle does, while waiting).
+    this.timer = setInterval(() => this.checkPeers(), PEER_CHECK_MS);
+    this.timer.unref();
+  }
+
+  /** Binds endpoint `ep` of DC `dc` to this process. */
+  bind(dc: number, ep: number): Endpoint {
+    this.checkAttached();
+    const d = checkDc(dc);
+    const e = checkEp(ep);
+    const h = check(this._native.bind(d, e), binding.lastErrorDetail());
+    const endpoint = new Endpoint(this, h, d, e);
+    this.endpoints.add(endpoint);
+    return endpoint;
+  }
+
+  /** Closes every endpoint and detaches from the arena (the last process removes the segment). */
+  detach(): void {
+    if (this.detached) return;
+    for (const e of [...this.endpoints]) e.close();
+    this.flushReleases();
+    this.detached = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this._native.detach();
+  }
+
+  get isDetached(): boolean {
+    return this.detached;
+  }
+
+  /** The node's endpoint table, processes and payload pools, read from shared memory. */
+  stats(): NativeStats {
+    this.checkAttached();
+    return this._native.stats() as NativeStats;
+  }
+
+  /** Reclaims what crashed processes left (done automatically when needed); returns how many were reaped. */
+  reap(): number {
+    this.checkAttached();
+    return this._native.reap();
+  }
+
+  /** Segment name, process slot and wake-up mode. */
+  info(): ReturnType<NativeNode['info']> {
+    this.checkAttached();
+    return this._native.info();
+  }
+
+  /** @internal */
+  _closed(e: Endpoint): void {
+    this.endpoints.delete(e);
+    if (!this.detached) this._native.close(e._h);
+  }
+
+  /** @internal A received block to free (batched into the next native receive). */
+  _release(block: number): void {
+    if (this.detached) return;
+    this._scratch[layout.releaseBase + this.nrel++] = block;
+    if (this.nrel === layout.maxBatch) this.flushReleases();
+    else if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(() => this.flushReleases());
+    }
+  }
+
+  /** @internal Number of pending releases, handed to (and cleared by) the next native receive. */
+  _releasePending(): number {
+    const n = this.nrel;
+    this.nrel = 0;
+    return n;
+  }
+
+  /** @internal */
+  _waitInc(): void {
+    if (this.waiting++ === 0) this._native.ref();
+  }
+
+  /** @internal */
+  _waitDec(): void {
+    if (--this.waiting === 0) this._native.unref();
+  }
+
+  private flushReleases(): void {
+    this.flushQueued = false;
+    if (this.nrel && !this.detached) this._native.flushReleases(this._releasePending());
+  }
+
+  private onWake(): void {
+    for (const e of this.endpoints) if (e._waiting()) e._pump();
+  }
+
+  private checkPeers(): void {
+    if (this.waiting === 0) return;
+    for (const e of this.endpoints) if (e._waiting()) e._checkPeers();
+  }
+
+  private checkAttached(): void {
+    if (this.detached) throw new DvsError('EDVSDVSINIT', 'this node has been detached');
+  }
+}
+
+/** Attaches this process to a node's arena (creating the arena if it is the first). */
+export function attach(opts: AttachOptions = {}): Node {
+  if (opts === null || typeof opts !== 'object') throw new DvsError('EDVSINVAL', 'attach() takes an options object');
+  return new Node(opts);
+}

@@ -1,0 +1,721 @@
+#include "native_node.h"
+
+#include <climits>
+#include <cstring>
+
+#include "../core/futex.h"
+#include "../core/slab.h"
+#include "addon.h"
+
+using dvs::kNone;
+
+namespace dvs_addon {
+namespace {
+
+// Argument helpers: lib/ validates first, so these only guard the boundary.
+bool int_arg(const Napi::CallbackInfo &info, int i, int64_t *out) {
+  if (int(info.Length()) <= i || !info[i].IsNumber()) return false;
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= double(INT64_MIN) && d <= double(INT64_MAX)) || d != double(int64_t(d))) return false;
+  *out = int64_t(d);
+  return true;
+}
+
+#define ARG_INT(var, i, lo, hi)                                               \
+  int64_t var;                                                                \
+  if (!int_arg(info, i, &var) || var < int64_t(lo) || var > int64_t(hi)) {    \
+    throw_inval(info.Env(), "argument " #var " must be an integer in range"); \
+    return info.Env().Undefined();                                            \
+  }
+
+void cleanup_hook(void *arg);
+
+void release_mapping(Mapping *m) {
+  if (m->refs.fetch_sub(1) == 1) {
+    delete m->arena;
+    delete m;
+  }
+}
+
+std::string str_opt(Napi::Object o, const char *k) {
+  Napi::Value v = o.Get(k);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+}
+
+uint32_t u32_opt(Napi::Object o, const char *k) {
+  Napi::Value v = o.Get(k);
+  if (!v.IsNumber()) return 0;
+  double d = v.As<Napi::Number>().DoubleValue();
+  return d >= 0 && d <= 4294967295.0 ? uint32_t(d) : 0;
+}
+
+}  // namespace
+
+Napi::Function NativeNode::Init(Napi::Env env) {
+  return DefineClass(env, "NativeNode",
+                     {
+                         InstanceMethod<&NativeNode::Arena>("arena"),
+                         InstanceMethod<&NativeNode::Scratch>("scratch"),
+                         InstanceMethod<&NativeNode::Bind>("bind"),
+                         InstanceMethod<&NativeNode::Close>("close"),
+                         InstanceMethod<&NativeNode::Send>("send"),
+                         InstanceMethod<&NativeNode::Call>("call"),
+                         InstanceMethod<&NativeNode::CallEnd>("callEnd"),
+                         InstanceMethod<&NativeNode::Receive>("receive"),
+                         InstanceMethod<&NativeNode::Replies>("replies"),
+                         InstanceMethod<&NativeNode::Release>("release"),
+                         InstanceMethod<&NativeNode::FlushReleases>("flushReleases"),
+                         InstanceMethod<&NativeNode::Reply>("reply"),
+                         InstanceMethod<&NativeNode::Notify>("notify"),
+                         InstanceMethod<&NativeNode::Alloc>("alloc"),
+                         InstanceMethod<&NativeNode::FreeAlloc>("freeAlloc"),
+                         InstanceMethod<&NativeNode::Arm>("arm"),
+                         InstanceMethod<&NativeNode::ArmSpace>("armSpace"),
+                         InstanceMethod<&NativeNode::Verify>("verify"),
+                         InstanceMethod<&NativeNode::ReceiveSync>("receiveSync"),
+                         InstanceMethod<&NativeNode::CallSync>("callSync"),
+                         InstanceMethod<&NativeNode::SendSync>("sendSync"),
+                         InstanceMethod<&NativeNode::Reap>("reap"),
+                         InstanceMethod<&NativeNode::Stats>("stats"),
+                         InstanceMethod<&NativeNode::Ref>("ref"),
+                         InstanceMethod<&NativeNode::Unref>("unref"),
+                         InstanceMethod<&NativeNode::Detach>("detach"),
+                         InstanceMethod<&NativeNode::Info>("info"),
+                     });
+}
+
+NativeNode::NativeNode(const Napi::CallbackInfo &info) : Napi::ObjectWrap<NativeNode>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+    throw_inval(env, "NativeNode(options, onWake)");
+    return;
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::string name = str_opt(o, "name"), ns = str_opt(o, "ns"), wake = str_opt(o, "wake");
+  dvs_attach_opts opts;
+  memset(&opts, 0, sizeof opts);
+  opts.node_id = u32_opt(o, "node");
+  opts.name = name.empty() ? nullptr : name.c_str();
+  opts.ns = ns.empty() ? nullptr : ns.c_str();
+  opts.max_procs = u32_opt(o, "maxProcs");
+  opts.max_endpoints = u32_opt(o, "maxEndpoints");
+  opts.inbox_cells = u32_opt(o, "inboxCells");
+  opts.reply_cells = u32_opt(o, "replyCells");
+  opts.pool_mib = u32_opt(o, "poolMib");
+  mode_ = wake == "thread" ? 1 : 0;
+  {
+    Napi::Value v = o.Get("asyncSpinUs");
+    if (v.IsNumber()) {
+      double us = v.As<Napi::Number>().DoubleValue();
+      aspin_max_ns_ = us > 0 ? uint64_t(us < 1e6 ? us * 1000 : 1e9) : 0;
+      aspin_ns_ = aspin_max_ns_;
+    }
+  }
+  int r = dvs::node_attach(&opts, mode_, &node_);
+  if (r) {
+    throw_dvs(env, r, dvs_last_error_detail());
+    return;
+  }
+  mapping_ = new Mapping{node_->arena, {2}};  // one ref for us, one for the ArrayBuffer
+  Mapping *m = mapping_;
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+      env, node_->arena->base(), node_->arena->size(), [](Napi::Env, void *, Mapping *mm) { release_mapping(mm); }, m);
+  arena_ab_ = Napi::Persistent(ab);
+  Napi::ArrayBuffer sab = Napi::ArrayBuffer::New(env, kScratchInts * sizeof(int32_t));
+  scratch_ = static_cast<int32_t *>(sab.Data());
+  scratch_ab_ = Napi::Persistent(sab);
+  on_wake_ = Napi::Persistent(info[1].As<Napi::Function>());
+
+  napi_get_uv_event_loop(env, &loop_);
+  if (mode_ == 0) {
+    poll_ = new uv_poll_t;
+    uv_poll_init(loop_, poll_, node_->bell_rx);
+    poll_->data = this;
+    uv_poll_start(poll_, UV_READABLE, OnPoll);
+    uv_unref(reinterpret_cast<uv_handle_t *>(poll_));
+  } else {
+    async_ = new uv_async_t;
+    uv_async_init(loop_, async_, OnAsync);
+    async_->data = this;
+    uv_unref(reinterpret_cast<uv_handle_t *>(async_));
+    std::atomic<uint32_t> *bell = &node_->arena->proc(node_->proc)->bell;
+    waiter_ = std::thread([this, bell] {
+      uint32_t seen = bell->load(std::memory_order_acquire);
+      while (!stopping_.load(std::memory_order_acquire)) {
+        dvs::futex_wait(bell, seen, 100000000ULL);
+        uint32_t now = bell->load(std::memory_order_acquire);
+        if (now != seen) {
+          seen = now;
+          uv_async_send(async_);
+        }
+      }
+    });
+  }
+  prepare_ = new uv_prepare_t;
+  uv_prepare_init(loop_, prepare_);
+  prepare_->data = this;
+  uv_prepare_start(prepare_, OnPrepare);
+  uv_unref(reinterpret_cast<uv_handle_t *>(prepare_));
+  napi_add_env_cleanup_hook(env, cleanup_hook, this);
+}
+
+// Runs just before the event loop would block in epoll. When JS waits on dvs
+// (and nothing else is due), poll the waited-on endpoints for a bounded,
+// adaptive time first: a reply or request that arrives within microseconds is
+// then served without the sleep/wake round trip through the kernel (~15 µs per
+// side on this class of VM). The budget doubles when polling pays off and
+// halves when it does not, so an idle process polls only briefly each time it
+// goes idle and then sleeps at no CPU cost. Producers are told not to ring
+// while we poll (bell bits cleared) and the bells are re-armed before sleeping.
+void NativeNode::OnPrepare(uv_prepare_t *h) {
+  auto *self = static_cast<NativeNode *>(h->data);
+  if (!self || !self->node_ || !self->refed_ || self->aspin_max_ns_ == 0) return;
+  if (uv_backend_timeout(self->loop_) == 0) return;
+  dvs::Arena &a = *self->node_->arena;
+  dvs_endpoint *armed[64];
+  int n = 0;
+  for (dvs_endpoint *e : self->eps_) {
+    if (!e || !e->open || n == 64) continue;
+    std::atomic<uint32_t> &w = a.endpoint(e->slot)->wake;
+    if (w.load(std::memory_order_relaxed) & dvs::kWakeBell) {
+      w.fetch_and(~dvs::kWakeBell, std::memory_order_seq_cst);
+      armed[n++] = e;
+    }
+  }
+  if (!n) return;
+  self->polls_++;
+  uint64_t start = dvs::now_ns(), budget = self->aspin_ns_;
+  bool found = false;
+  for (uint32_t i = 1; !found; i++) {
+    for (int k = 0; k < n && !found; k++) found = dvs::has_work(armed[k], dvs::kWorkAll);
+    if (found) break;
+    dvs::cpu_relax();
+    if ((i & 31) == 0 && dvs::now_ns() - start >= budget) break;
+  }
+  if (found) {
+    self->poll_hits_++;
+  } else {
+    // Sleep. How long the sleep lasts decides the next budget (see learn_wait).
+    self->slept_at_ = start;
+    for (int k = 0; k < n; k++) found |= dvs::arm_bell(armed[k]) == 1;
+    if (found) self->slept_at_ = 0;
+  }
+  if (found) self->fire_wake();
+}
+
+namespace {
+// Environment teardown (process exit, worker termination) detaches cleanly.
+void cleanup_hook(void *arg) { static_cast<NativeNode *>(arg)->DetachForCleanup(); }
+}  // namespace
+
+void NativeNode::DetachForCleanup() { do_detach(Napi::Env(nullptr)); }
+
+NativeNode::~NativeNode() {
+  if (node_) {
+    napi_remove_env_cleanup_hook(Env(), cleanup_hook, this);
+    do_detach(Env());
+  }
+}
+
+void NativeNode::do_detach(Napi::Env) {
+  if (!node_) return;
+  if (prepare_) {
+    uv_prepare_stop(prepare_);
+    prepare_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t *>(prepare_), [](uv_handle_t *h) { delete reinterpret_cast<uv_prepare_t *>(h); });
+    prepare_ = nullptr;
+  }
+  if (poll_) {
+    uv_poll_stop(poll_);
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t *>(poll_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
+    poll_ = nullptr;
+  }
+  if (async_) {
+    stopping_.store(true, std::memory_order_release);
+    std::atomic<uint32_t> *bell = &node_->arena->proc(node_->proc)->bell;
+    bell->fetch_add(1);
+    dvs::futex_wake(bell, 1);
+    if (waiter_.joinable()) waiter_.join();
+    async_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t *>(async_), [](uv_handle_t *h) { delete reinterpret_cast<uv_async_t *>(h); });
+    async_ = nullptr;
+  }
+  eps_.clear();  // the endpoints are closed and freed by node_detach
+  dvs::node_detach(node_, true);
+  node_ = nullptr;
+  release_mapping(mapping_);
+  mapping_ = nullptr;
+}
+
+// Adapts the polling budget to how long the loop actually waited: a wait that
+// polling for a little longer would have covered raises the budget to 1.5x
+// that wait (up to the maximum); a longer one (an idle period) halves it.
+void NativeNode::learn_wait() {
+  if (!slept_at_) return;
+  uint64_t waited = dvs::now_ns() - slept_at_;
+  slept_at_ = 0;
+  if (waited <= aspin_max_ns_) {
+    uint64_t want = waited + waited / 2;
+    aspin_ns_ = want > aspin_max_ns_ ? aspin_max_ns_ : (want > aspin_ns_ ? want : aspin_ns_);
+  } else {
+    aspin_ns_ = aspin_ns_ / 2 < 2000 ? 2000 : aspin_ns_ / 2;
+  }
+}
+
+void NativeNode::OnPoll(uv_poll_t *h, int status, int) {
+  auto *self = static_cast<NativeNode *>(h->data);
+  if (!self || !self->node_) return;
+  self->learn_wait();
+  dvs::doorbell_drain(self->node_->bell_rx);
+  if (status == 0) self->fire_wake();
+}
+
+void NativeNode::OnAsync(uv_async_t *h) {
+  auto *self = static_cast<NativeNode *>(h->data);
+  if (!self || !self->node_) return;
+  self->learn_wait();
+  self->fire_wake();
+}
+
+void NativeNode::fire_wake() {
+  Napi::Env env = on_wake_.Env();
+  Napi::HandleScope scope(env);
+  on_wake_.MakeCallback(env.Global(), {});
+}
+
+dvs_endpoint *NativeNode::handle(const Napi::CallbackInfo &info, int idx) {
+  int64_t h;
+  if (!node_) {
+    throw_dvs(info.Env(), EDVSDVSINIT, "this node is detached");
+    return nullptr;
+  }
+  if (!int_arg(info, idx, &h) || h < 0 || h >= int64_t(eps_.size()) || !eps_[size_t(h)]) {
+    throw_dvs(info.Env(), EDVSNOTBIND, "endpoint handle is not bound");
+    return nullptr;
+  }
+  return eps_[size_t(h)];
+}
+
+void NativeNode::write_msg(int slot, const dvs_msg &m) {
+  int32_t *d = scratch_ + kMsgBase + slot * kMsgInts;
+  uint64_t off = m.block_ != kNone ? node_->arena->block_offset(m.block_) : 0;
+  d[dKind] = int32_t(m.kind);
+  d[dSrcDc] = int32_t(m.src_dc);
+  d[dSrcEp] = m.src_ep;
+  d[dSrcNode] = int32_t(m.src_node);
+  d[dOffLo] = int32_t(uint32_t(off));
+  d[dOffHi] = int32_t(uint32_t(off >> 32));
+  d[dLen] = int32_t(m.len);
+  d[dBits] = int32_t(m.bits);
+  d[dStatus] = m.status;
+  d[dBlock] = int32_t(m.block_);
+  d[dCallId] = int32_t(m.call_id_);
+  d[dSrcGen] = int32_t(m.src_gen_);
+}
+
+// Payload: a Uint8Array to copy from, or (null, arena offset of an allocated block, length).
+bool NativeNode::payload_arg(const Napi::CallbackInfo &info, int idx, const void **data, uint32_t *len,
+                             uint32_t *block) {
+  *block = kNone;
+  *data = nullptr;
+  if (int(info.Length()) > idx && info[idx].IsTypedArray()) {
+    Napi::TypedArray ta = info[idx].As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_uint8_array) {
+      throw_inval(info.Env(), "payload must be a Uint8Array");
+      return false;
+    }
+    Napi::Uint8Array u8 = info[idx].As<Napi::Uint8Array>();
+    size_t n = u8.ByteLength();
+    if (n > DVS_MAX_PAYLOAD) {
+      *len = DVS_MAX_PAYLOAD + 1;
+      return true;
+    }
+    *data = u8.Data();
+    *len = uint32_t(n);
+    return true;
+  }
+  int64_t off, n;
+  if (!int_arg(info, idx + 1, &off) || !int_arg(info, idx + 2, &n) || n < 0) {
+    throw_inval(info.Env(), "payload must be a Uint8Array or an allocated block");
+    return false;
+  }
+  if (n > int64_t(DVS_MAX_PAYLOAD)) {
+    *len = DVS_MAX_PAYLOAD + 1;
+    return true;
+  }
+  *len = uint32_t(n);
+  if (off < 0) return true;  // empty payload
+  *block = uint64_t(off) < node_->arena->size() ? node_->arena->block_at(uint64_t(off)) : kNone;
+  if (*block == kNone) {
+    throw_inval(info.Env(), "offset is not an allocated block");
+    return false;
+  }
+  return true;
+}
+
+Napi::Value NativeNode::Arena(const Napi::CallbackInfo &info) {
+  if (arena_ab_.IsEmpty()) return info.Env().Null();
+  return arena_ab_.Value();
+}
+
+Napi::Value NativeNode::Scratch(const Napi::CallbackInfo &info) { return scratch_ab_.Value(); }
+
+Napi::Value NativeNode::Info(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!node_) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("node", node_->node_id);
+  o.Set("name", node_->arena->name());
+  o.Set("proc", node_->proc);
+  o.Set("pid", int(node_->pid));
+  o.Set("size", double(node_->arena->size()));
+  o.Set("created", node_->arena->created());
+  o.Set("wake", mode_ == 1 ? "thread" : "doorbell");
+  o.Set("asyncSpinUs", double(aspin_max_ns_) / 1000);
+  o.Set("polls", double(polls_));
+  o.Set("pollHits", double(poll_hits_));
+  return o;
+}
+
+Napi::Value NativeNode::Bind(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!node_) return Napi::Number::New(env, EDVSDVSINIT);
+  ARG_INT(dc, 0, INT32_MIN, INT32_MAX);
+  ARG_INT(ep, 1, INT32_MIN, INT32_MAX);
+  if (dc < 0 || dc > DVS_MAX_DC) return Napi::Number::New(env, EDVSBADDCID);
+  dvs_endpoint *e;
+  int r = dvs::ep_bind(node_, uint32_t(dc), int32_t(ep), &e);
+  if (r) return Napi::Number::New(env, r);
+  for (size_t i = 0; i < eps_.size(); i++)
+    if (!eps_[i]) {
+      eps_[i] = e;
+      return Napi::Number::New(env, double(i));
+    }
+  eps_.push_back(e);
+  return Napi::Number::New(env, double(eps_.size() - 1));
+}
+
+Napi::Value NativeNode::Close(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  int64_t h;
+  int_arg(info, 0, &h);
+  int r = dvs::ep_close(e);
+  delete e;
+  eps_[size_t(h)] = nullptr;
+  return Napi::Number::New(info.Env(), r);
+}
+
+Napi::Value NativeNode::Send(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  const void *data;
+  uint32_t len, block;
+  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
+  int why = 0;
+  int r = dvs::try_send(e, int32_t(dst), data, len, block, &why);
+  scratch_[kOutWhy] = why;
+  return Napi::Number::New(info.Env(), r);
+}
+
+Napi::Value NativeNode::Call(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  const void *data;
+  uint32_t len, block;
+  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
+  int why = 0;
+  uint32_t id = 0, gen = 0;
+  int r = dvs::try_call(e, int32_t(dst), data, len, block, &id, &gen, &why);
+  scratch_[kOutWhy] = why;
+  scratch_[kOutDstGen] = int32_t(gen);
+  scratch_[kOutCallId] = int32_t(id);
+  return Napi::Number::New(info.Env(), r);
+}
+
+Napi::Value NativeNode::CallEnd(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (e) dvs::call_end(e);
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeNode::Receive(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(src, 1, -1, DVS_MAX_EP);
+  ARG_INT(max, 2, 0, kMaxBatch);
+  ARG_INT(nrel, 3, 0, kMaxBatch);
+  release_batch(int(nrel));
+  dvs_msg msgs[kMaxBatch];
+  int n = dvs::try_receive(e, int32_t(src), msgs, int(max));
+  for (int i = 0; i < n; i++) write_msg(i, msgs[i]);
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value NativeNode::Replies(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(max, 1, 0, kMaxBatch);
+  dvs_msg msgs[kMaxBatch];
+  int n = dvs::try_take_replies(e, msgs, int(max));
+  for (int i = 0; i < n; i++) write_msg(i, msgs[i]);
+  return Napi::Number::New(info.Env(), n);
+}
+
+Napi::Value NativeNode::Release(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(block, 1, 0, UINT32_MAX);
+  return Napi::Number::New(info.Env(), dvs::release_block(e, uint32_t(block)));
+}
+
+// Frees the blocks JS released since the last batch (scratch[kReleaseBase..]).
+void NativeNode::release_batch(int n) {
+  dvs::Arena &a = *node_->arena;
+  uint64_t mine = dvs::own_proc(dvs::kOwnRecv, node_->proc, node_->proc_gen);
+  bool any = false;
+  for (int i = 0; i < n; i++) {
+    uint32_t b = uint32_t(scratch_[kReleaseBase + i]);
+    if (b < a.hdr()->total_blocks) any |= dvs::slab_free_if(a, b, mine);
+  }
+  if (any) dvs::arena_space_freed(node_);
+}
+
+Napi::Value NativeNode::FlushReleases(const Napi::CallbackInfo &info) {
+  if (!node_) return info.Env().Undefined();
+  ARG_INT(n, 0, 0, kMaxBatch);
+  release_batch(int(n));
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeNode::Reply(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dc, 1, 0, DVS_MAX_DC);
+  ARG_INT(caller, 2, 0, DVS_MAX_EP);
+  ARG_INT(gen, 3, 0, UINT32_MAX);
+  ARG_INT(call_id, 4, 0, UINT32_MAX);
+  const void *data;
+  uint32_t len, block;
+  if (!payload_arg(info, 5, &data, &len, &block)) return info.Env().Undefined();
+  int r = dvs::reply_to(e, uint32_t(dc), int32_t(caller), uint32_t(gen), uint32_t(call_id), data, len, block);
+  return Napi::Number::New(info.Env(), r);
+}
+
+Napi::Value NativeNode::Notify(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  ARG_INT(bits, 2, 0, UINT32_MAX);
+  return Napi::Number::New(info.Env(), dvs::notify(e, int32_t(dst), uint32_t(bits)));
+}
+
+Napi::Value NativeNode::Alloc(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(len, 1, 0, INT32_MAX);
+  if (len > int64_t(DVS_MAX_PAYLOAD)) return Napi::Number::New(info.Env(), EDVS2BIG);
+  if (!e->open) return Napi::Number::New(info.Env(), EDVSNOTBIND);
+  uint32_t b = dvs::ep_alloc(e, uint32_t(len));
+  if (b == kNone) {
+    scratch_[kOutWhy] = dvs::kWaitArena;
+    return Napi::Number::New(info.Env(), EDVSAGAIN);
+  }
+  uint64_t off = node_->arena->block_offset(b);
+  scratch_[kOutOffLo] = int32_t(uint32_t(off));
+  scratch_[kOutOffHi] = int32_t(uint32_t(off >> 32));
+  return Napi::Number::New(info.Env(), 0);
+}
+
+Napi::Value NativeNode::FreeAlloc(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(off, 1, 0, INT64_MAX);
+  uint32_t b = uint64_t(off) < node_->arena->size() ? node_->arena->block_at(uint64_t(off)) : kNone;
+  return Napi::Number::New(info.Env(), b == kNone ? EDVSINVAL : dvs::ep_free_alloc(e, b));
+}
+
+Napi::Value NativeNode::Arm(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  return Napi::Number::New(info.Env(), dvs::arm_bell(e));
+}
+
+Napi::Value NativeNode::ArmSpace(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  ARG_INT(why, 2, 0, 3);
+  return Napi::Number::New(info.Env(), dvs::arm_space(e, int32_t(dst), int(why)));
+}
+
+Napi::Value NativeNode::Verify(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  ARG_INT(gen, 2, 0, UINT32_MAX);
+  return Napi::Number::New(info.Env(), dvs::verify_dst(e, int32_t(dst), uint32_t(gen), nullptr));
+}
+
+Napi::Value NativeNode::ReceiveSync(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(src, 1, -1, DVS_MAX_EP);
+  ARG_INT(timeout, 2, -1, INT32_MAX);
+  ARG_INT(spin, 3, -1, INT64_MAX);
+  uint64_t deadline = dvs::deadline_after(int(timeout));
+  for (;;) {
+    dvs_msg m;
+    int n = dvs::try_receive(e, int32_t(src), &m, 1);
+    if (n == 1) {
+      write_msg(0, m);
+      return Napi::Number::New(info.Env(), 1);
+    }
+    if (n < 0) return Napi::Number::New(info.Env(), n);
+    if (timeout == 0) return Napi::Number::New(info.Env(), EDVSAGAIN);
+    int r = dvs::wait_work(e, dvs::kWorkInbox, deadline, spin, -1, 0);
+    if (r) return Napi::Number::New(info.Env(), r);
+  }
+}
+
+Napi::Value NativeNode::SendSync(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  const void *data;
+  uint32_t len, block;
+  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
+  ARG_INT(timeout, 5, -1, INT32_MAX);
+  uint64_t deadline = dvs::deadline_after(int(timeout));
+  for (;;) {
+    int why = 0;
+    int r = dvs::try_send(e, int32_t(dst), data, len, block, &why);
+    if (r != EDVSAGAIN || timeout == 0) return Napi::Number::New(info.Env(), r);
+    if ((r = dvs::wait_space(e, int32_t(dst), why, deadline))) return Napi::Number::New(info.Env(), r);
+  }
+}
+
+Napi::Value NativeNode::CallSync(const Napi::CallbackInfo &info) {
+  dvs_endpoint *e = handle(info, 0);
+  if (!e) return info.Env().Undefined();
+  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  const void *data;
+  uint32_t len, block;
+  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
+  ARG_INT(timeout, 5, -1, INT32_MAX);
+  ARG_INT(spin, 6, -1, INT64_MAX);
+  uint64_t deadline = dvs::deadline_after(int(timeout));
+  uint32_t id = 0, gen = 0;
+  int r;
+  for (;;) {
+    int why = 0;
+    r = dvs::try_call(e, int32_t(dst), data, len, block, &id, &gen, &why);
+    if (r == 0 || r == EDVSDSTDIED) break;
+    if (r != EDVSAGAIN || timeout == 0) return Napi::Number::New(info.Env(), r);
+    if (why == dvs::kWaitCredits) return Napi::Number::New(info.Env(), EDVSBUSY);
+    if ((r = dvs::wait_space(e, int32_t(dst), why, deadline))) return Napi::Number::New(info.Env(), r);
+  }
+  for (;;) {
+    dvs_msg m;
+    while (dvs::try_take_replies(e, &m, 1) == 1) {
+      if (m.call_id_ == id) {
+        dvs::call_end(e);
+        write_msg(0, m);
+        return Napi::Number::New(info.Env(), 1);
+      }
+      // A reply to a call this endpoint has abandoned, or one the async path
+      // owns: hand it over through the scratch area is not possible here, so
+      // sync and async calls must not be mixed on one endpoint (lib/ enforces it).
+      if (m.block_ != kNone) dvs::release_block(e, m.block_);
+    }
+    r = dvs::wait_work(e, dvs::kWorkReplies, deadline, spin, int32_t(dst), gen);
+    if (r) {
+      dvs::call_end(e);
+      return Napi::Number::New(info.Env(), r);
+    }
+  }
+}
+
+Napi::Value NativeNode::Reap(const Napi::CallbackInfo &info) {
+  if (!node_) return Napi::Number::New(info.Env(), EDVSDVSINIT);
+  return Napi::Number::New(info.Env(), dvs::node_reap_dead(node_));
+}
+
+Napi::Value NativeNode::Stats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!node_) return env.Null();
+  dvs::Arena &a = *node_->arena;
+  dvs::ArenaHeader *h = a.hdr();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("node", h->node_id);
+  o.Set("segment", a.name());
+  o.Set("bytes", double(a.size()));
+  Napi::Array procs = Napi::Array::New(env);
+  for (uint32_t i = 0, k = 0; i < h->cfg.max_procs; i++) {
+    dvs::ProcSlot *p = a.proc(i);
+    if (p->state.load(std::memory_order_relaxed) != dvs::kProcLive) continue;
+    Napi::Object po = Napi::Object::New(env);
+    po.Set("slot", i);
+    po.Set("pid", p->pid);
+    po.Set("gen", p->gen);
+    procs.Set(k++, po);
+  }
+  o.Set("procs", procs);
+  Napi::Array eps = Napi::Array::New(env);
+  for (uint32_t i = 0, k = 0; i < h->cfg.max_endpoints; i++) {
+    dvs::EndpointSlot *e = a.endpoint(i);
+    if (e->state.load(std::memory_order_relaxed) != dvs::kEpBound) continue;
+    Napi::Object eo = Napi::Object::New(env);
+    eo.Set("dc", e->dc);
+    eo.Set("ep", e->ep);
+    eo.Set("pid", e->owner_pid);
+    eo.Set("gen", e->gen.load(std::memory_order_relaxed));
+    eo.Set("msgsIn", double(e->msgs_in.load(std::memory_order_relaxed)));
+    eo.Set("msgsOut", double(e->msgs_out.load(std::memory_order_relaxed)));
+    eo.Set("queued", double(e->inbox_tail.load(std::memory_order_relaxed) - e->inbox_head.load(std::memory_order_relaxed)));
+    eps.Set(k++, eo);
+  }
+  o.Set("endpoints", eps);
+  uint32_t used[dvs::kMaxClasses] = {};
+  dvs::slab_in_use(a, used);
+  Napi::Array classes = Napi::Array::New(env);
+  for (uint32_t c = 0; c < h->cfg.class_count; c++) {
+    Napi::Object co = Napi::Object::New(env);
+    co.Set("size", h->classes[c].size);
+    co.Set("blocks", h->classes[c].count);
+    co.Set("inUse", used[c]);
+    classes.Set(c, co);
+  }
+  o.Set("classes", classes);
+  o.Set("reapedProcs", double(h->reaped_procs.load()));
+  o.Set("lockRecoveries", double(h->recoveries.load()));
+  o.Set("droppedReplies", double(h->dropped_replies.load()));
+  return o;
+}
+
+Napi::Value NativeNode::Ref(const Napi::CallbackInfo &info) {
+  uv_handle_t *h = poll_ ? reinterpret_cast<uv_handle_t *>(poll_) : reinterpret_cast<uv_handle_t *>(async_);
+  if (h && !refed_) uv_ref(h);
+  refed_ = true;
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeNode::Unref(const Napi::CallbackInfo &info) {
+  uv_handle_t *h = poll_ ? reinterpret_cast<uv_handle_t *>(poll_) : reinterpret_cast<uv_handle_t *>(async_);
+  if (h && refed_) uv_unref(h);
+  refed_ = false;
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeNode::Detach(const Napi::CallbackInfo &info) {
+  if (node_) {
+    napi_remove_env_cleanup_hook(info.Env(), cleanup_hook, this);
+    do_detach(info.Env());
+  }
+  return info.Env().Undefined();
+}
+
+}  // namespace dvs_addon
