@@ -21,3 +21,16 @@ export async function timeRoundTrips(iters: number, roundTrip: () => Promise<voi
   }
   return samples;
 }
+
+/** The same for a synchronous round trip (spin transports): no promise per sample. */
+export function timeRoundTripsSync(iters: number, roundTrip: () => void): number[] {
+  const warmStart = process.hrtime.bigint();
+  for (let i = 0; i < WARMUP_ROUNDS || process.hrtime.bigint() - warmStart < WARMUP_NS; i++) roundTrip();
+  const samples = new Array<number>(iters);
+  for (let i = 0; i < iters; i++) {
+    const start = process.hrtime.bigint();
+    roundTrip();
+    samples[i] = Number(process.hrtime.bigint() - start) / 1e3;
+  }
+  return samples;
+}

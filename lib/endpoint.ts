@@ -410,8 +410,9 @@ export class Endpoint implements AsyncIterable<Message> {
   }
 
   private args(p: Uint8Array | string | null): Args {
-    if (p === null) return [null, -1, 0, false];
     const node = this.node;
+    node._flushReleases();  // our own released blocks must be free before we allocate
+    if (p === null) return [null, -1, 0, false];
     if (typeof p === 'string') {
       const len = Buffer.byteLength(p);
       if (len > MAX_PAYLOAD) throw new DvsError('EDVS2BIG', `payload is ${len} bytes; the limit is 1 MiB`);

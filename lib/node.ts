@@ -155,9 +155,14 @@ export class Node {
     if (--this.waiting === 0) this._native.unref();
   }
 
+  /** @internal Frees released blocks now (before anything that allocates). */
+  _flushReleases(): void {
+    if (this.nrel && !this.detached) this._native.flushReleases(this._releasePending());
+  }
+
   private flushReleases(): void {
     this.flushQueued = false;
-    if (this.nrel && !this.detached) this._native.flushReleases(this._releasePending());
+    this._flushReleases();
   }
 
   private onWake(): void {
