@@ -45,6 +45,7 @@ export interface NativeAttachOptions {
   ns?: string;
   wake?: 'doorbell' | 'thread';
   asyncSpinUs?: number;
+  create?: boolean;
   maxProcs?: number;
   maxEndpoints?: number;
   inboxCells?: number;

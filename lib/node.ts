@@ -17,6 +17,8 @@ export interface AttachOptions {
    * 0 = always sleep immediately.
    */
   asyncSpinUs?: number;
+  /** Create the node's arena if no process has it yet (default true); false fails with EDVSDVSINIT. */
+  create?: boolean;
   /** Arena sizing, used only by the process that creates the segment. */
   maxProcs?: number;
   maxEndpoints?: number;
@@ -61,6 +63,7 @@ export class Node {
         ns: opts.namespace,
         wake: opts.wake,
         asyncSpinUs: opts.asyncSpinUs,
+        create: opts.create,
         maxProcs: opts.maxProcs,
         maxEndpoints: opts.maxEndpoints,
         inboxCells: opts.inboxCells,

@@ -102,6 +102,7 @@ NativeNode::NativeNode(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Native
   opts.inbox_cells = u32_opt(o, "inboxCells");
   opts.reply_cells = u32_opt(o, "replyCells");
   opts.pool_mib = u32_opt(o, "poolMib");
+  if (o.Get("create").IsBoolean() && !o.Get("create").As<Napi::Boolean>().Value()) opts.flags |= DVS_ATTACH_NOCREATE;
   mode_ = wake == "thread" ? 1 : 0;
   {
     Napi::Value v = o.Get("asyncSpinUs");

@@ -239,7 +239,8 @@ int Arena::open(const ArenaOptions &opts, Arena **out) {
   for (int attempt = 0; attempt < 50; attempt++) {
     auto *a = new Arena();
     a->name_ = opts.name;
-    int fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    int fd = opts.create ? shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600) : -1;
+    if (!opts.create) errno = EEXIST;
     int r;
     if (fd >= 0) {
       fchmod(fd, 0600);
@@ -249,6 +250,9 @@ int Arena::open(const ArenaOptions &opts, Arena **out) {
       fd = shm_open(path.c_str(), O_RDWR, 0600);
       if (fd < 0) {
         delete a;
+        if (errno == ENOENT && !opts.create)
+          return fail(EDVSDVSINIT, "node " + std::to_string(opts.node_id) + " has no arena (/dev/shm" + path +
+                                       "): no process is attached to it");
         if (errno == ENOENT) continue;  // unlinked meanwhile
         return fail(EDVSARENA, "cannot open /dev/shm" + path + ": " + strerror(errno));
       }

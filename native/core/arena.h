@@ -11,6 +11,7 @@ struct ArenaOptions {
   std::string name;   // shm name without the leading '/'
   uint32_t node_id = 0;
   ArenaConfig cfg{};  // used when this process creates the segment
+  bool create = true; // create the segment when it does not exist
 };
 
 // Fills in defaults and validates a requested configuration.

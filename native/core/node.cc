@@ -48,6 +48,7 @@ int node_attach(const dvs_attach_opts *o, uint32_t bell_mode, dvs_node **out) {
   ArenaOptions ao;
   ao.name = segment_name(o);
   ao.node_id = o->node_id;
+  ao.create = !(o->flags & DVS_ATTACH_NOCREATE);
   int r = make_config(o->max_procs, o->max_endpoints, o->inbox_cells, o->reply_cells, o->pool_mib, &ao.cfg);
   if (r) return r;
   pthread_once(&g_atfork_once, install_atfork);

@@ -74,7 +74,10 @@ typedef struct dvs_attach_opts {
   uint32_t inbox_cells;     /* per endpoint, power of two, default 1024 */
   uint32_t reply_cells;     /* per endpoint, power of two, default 256 */
   uint32_t pool_mib;        /* payload pool size in MiB (scales block counts), default 92 */
+  uint32_t flags;           /* DVS_ATTACH_* */
 } dvs_attach_opts;
+
+#define DVS_ATTACH_NOCREATE 1u  /* fail with EDVSDVSINIT if the node's arena does not exist */
 
 typedef struct dvs_msg {
   uint32_t kind;            /* DVS_MSG_* */
