@@ -101,6 +101,12 @@ export class Endpoint implements AsyncIterable<Message> {
       const p = checkPayload(payload);
       const t = checkTimeout(opts?.timeoutMs);
       this.checkOpen();
+      if (this.sends.length === 0 && this.plainCopy(p)) {
+        // Common case without bookkeeping: a caller's buffer, copied once.
+        const r = this.node._native.send(this._h, d, p, -1, 0);
+        if (r === 0) return RESOLVED;
+        if (r !== EAGAIN || t === 0) return Promise.reject(this.err(r));
+      }
       const args = this.args(p);
       if (this.sends.length === 0) {
         const r = this.node._native.send(this._h, d, args[0], args[1], args[2]);
@@ -121,6 +127,12 @@ export class Endpoint implements AsyncIterable<Message> {
     const p = checkPayload(payload);
     this.checkOpen();
     if (this.sends.length) return false;
+    if (this.plainCopy(p)) {
+      const r = this.node._native.send(this._h, d, p, -1, 0);
+      if (r === 0) return true;
+      if (r === EAGAIN) return false;
+      throw this.err(r);
+    }
     const args = this.args(p);
     const r = this.node._native.send(this._h, d, args[0], args[1], args[2]);
     if (r === 0) {
@@ -407,6 +419,11 @@ export class Endpoint implements AsyncIterable<Message> {
       this.scheduled = true;
       queueMicrotask(() => this._pump());
     }
+  }
+
+  /** A caller's Uint8Array outside the arena (copied by native code), with nothing to flush first. */
+  private plainCopy(p: Uint8Array | string | null): p is Uint8Array {
+    return p !== null && typeof p !== 'string' && p.buffer !== this.node._ab && this.node._noPendingReleases();
   }
 
   private args(p: Uint8Array | string | null): Args {

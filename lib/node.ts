@@ -136,8 +136,10 @@ export class Node {
     this._scratch[layout.releaseBase + this.nrel++] = block;
     if (this.nrel === layout.maxBatch) this.flushReleases();
     else if (!this.flushQueued) {
+      // Usually the next receive hands the batch to native code first; this
+      // turn of the event loop catches releases that no receive follows.
       this.flushQueued = true;
-      queueMicrotask(() => this.flushReleases());
+      setImmediate(() => this.flushReleases());
     }
   }
 
@@ -156,6 +158,11 @@ export class Node {
   /** @internal */
   _waitDec(): void {
     if (--this.waiting === 0) this._native.unref();
+  }
+
+  /** @internal */
+  _noPendingReleases(): boolean {
+    return this.nrel === 0;
   }
 
   /** @internal Frees released blocks now (before anything that allocates). */

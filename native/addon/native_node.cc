@@ -21,6 +21,19 @@ bool int_arg(const Napi::CallbackInfo &info, int i, int64_t *out) {
   return true;
 }
 
+// Hot-path integer argument: one N-API call. Non-numbers fail; lib/ has
+// already validated types and ranges, the core re-checks ranges.
+inline bool i32_arg(const Napi::CallbackInfo &info, size_t i, int32_t *out) {
+  return i < info.Length() && napi_get_value_int32(info.Env(), info[i], out) == napi_ok;
+}
+
+#define ARG_I32(var, i)                                                      \
+  int32_t var;                                                               \
+  if (!i32_arg(info, i, &var)) {                                             \
+    throw_inval(info.Env(), "argument " #var " must be a number");           \
+    return info.Env().Undefined();                                           \
+  }
+
 #define ARG_INT(var, i, lo, hi)                                               \
   int64_t var;                                                                \
   if (!int_arg(info, i, &var) || var < int64_t(lo) || var > int64_t(hi)) {    \
@@ -286,12 +299,12 @@ void NativeNode::fire_wake() {
 }
 
 dvs_endpoint *NativeNode::handle(const Napi::CallbackInfo &info, int idx) {
-  int64_t h;
+  int32_t h;
   if (!node_) {
     throw_dvs(info.Env(), EDVSDVSINIT, "this node is detached");
     return nullptr;
   }
-  if (!int_arg(info, idx, &h) || h < 0 || h >= int64_t(eps_.size()) || !eps_[size_t(h)]) {
+  if (!i32_arg(info, size_t(idx), &h) || h < 0 || size_t(h) >= eps_.size() || !eps_[size_t(h)]) {
     throw_dvs(info.Env(), EDVSNOTBIND, "endpoint handle is not bound");
     return nullptr;
   }
@@ -320,21 +333,20 @@ bool NativeNode::payload_arg(const Napi::CallbackInfo &info, int idx, const void
                              uint32_t *block) {
   *block = kNone;
   *data = nullptr;
-  if (int(info.Length()) > idx && info[idx].IsTypedArray()) {
-    Napi::TypedArray ta = info[idx].As<Napi::TypedArray>();
-    if (ta.TypedArrayType() != napi_uint8_array) {
-      throw_inval(info.Env(), "payload must be a Uint8Array");
-      return false;
-    }
-    Napi::Uint8Array u8 = info[idx].As<Napi::Uint8Array>();
-    size_t n = u8.ByteLength();
-    if (n > DVS_MAX_PAYLOAD) {
-      *len = DVS_MAX_PAYLOAD + 1;
+  napi_env env = info.Env();
+  if (size_t(idx) < info.Length()) {
+    napi_typedarray_type type;
+    size_t n;
+    void *p;
+    if (napi_get_typedarray_info(env, info[size_t(idx)], &type, &n, &p, nullptr, nullptr) == napi_ok) {
+      if (type != napi_uint8_array) {
+        throw_inval(info.Env(), "payload must be a Uint8Array");
+        return false;
+      }
+      *data = p;
+      *len = n > DVS_MAX_PAYLOAD ? DVS_MAX_PAYLOAD + 1 : uint32_t(n);
       return true;
     }
-    *data = u8.Data();
-    *len = uint32_t(n);
-    return true;
   }
   int64_t off, n;
   if (!int_arg(info, idx + 1, &off) || !int_arg(info, idx + 2, &n) || n < 0) {
@@ -411,7 +423,7 @@ Napi::Value NativeNode::Close(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::Send(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  ARG_I32(dst, 1);
   const void *data;
   uint32_t len, block;
   if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
@@ -446,12 +458,16 @@ Napi::Value NativeNode::CallEnd(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::Receive(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(src, 1, -1, DVS_MAX_EP);
-  ARG_INT(max, 2, 0, kMaxBatch);
-  ARG_INT(nrel, 3, 0, kMaxBatch);
-  release_batch(int(nrel));
+  ARG_I32(src, 1);
+  ARG_I32(max, 2);
+  ARG_I32(nrel, 3);
+  if (src < -1 || src > DVS_MAX_EP || max < 0 || max > kMaxBatch || nrel < 0 || nrel > kMaxBatch) {
+    throw_inval(info.Env(), "receive arguments out of range");
+    return info.Env().Undefined();
+  }
+  release_batch(nrel);
   dvs_msg msgs[kMaxBatch];
-  int n = dvs::try_receive(e, int32_t(src), msgs, int(max));
+  int n = dvs::try_receive(e, src, msgs, max);
   for (int i = 0; i < n; i++) write_msg(i, msgs[i]);
   return Napi::Number::New(info.Env(), n);
 }

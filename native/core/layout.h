@@ -12,7 +12,7 @@
 namespace dvs {
 
 constexpr uint64_t kMagic = 0x314e524153564431ULL;  // "1DVSARN1"
-constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kLayoutVersion = 2;
 constexpr size_t kLine = 64;
 constexpr uint32_t kMaxClasses = 6;
 constexpr uint32_t kNotifySlots = 64;
@@ -126,13 +126,12 @@ struct alignas(kLine) ProcSlot {
 };
 
 struct alignas(kLine) ClassState {
-  std::atomic<uint32_t> hint;
-  std::atomic<uint32_t> in_use;
   uint32_t first_block;   // global id of this class's first block
   uint32_t size;
   uint32_t count;
   uint32_t reserved;
   uint64_t pool_off;      // offset of the class's payload memory
+  uint64_t reserved2[5];
 };
 
 struct alignas(kLine) ArenaHeader {

@@ -80,9 +80,11 @@ inline bool ring_claim(const RingRef &r, uint32_t claimer, uint32_t *pos_out, Ce
   }
 }
 
-// Makes a claimed cell visible to the consumer.
+// Makes a claimed cell visible to the consumer. The exchange is a full
+// barrier (one locked instruction on x86), which the producer needs anyway
+// before it reads the consumer's wake word (see wake_consumer_after_publish).
 inline void ring_publish(const RingRef &r, Cell *c, uint32_t pos) {
-  c->word.store(cell_word(pos + 1, pos & r.mask, 0), std::memory_order_release);
+  c->word.exchange(cell_word(pos + 1, pos & r.mask, 0), std::memory_order_seq_cst);
 }
 
 // Consumer: the published cell at `head`, or null.

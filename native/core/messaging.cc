@@ -55,7 +55,7 @@ inline int check_common(dvs_endpoint *me) {
 inline int stage_payload(dvs_endpoint *me, const void *data, uint32_t len, uint32_t *block, int *why) {
   if (*block != kNone || len == 0) return 0;
   Arena &a = *me->node->arena;
-  uint32_t b = slab_alloc(a, len, my_alloc_owner(me->node));
+  uint32_t b = slab_alloc(a, len, my_alloc_owner(me->node), me->node->alloc_cursor);
   if (b == kNone) {
     *why = kWaitArena;
     return EDVSAGAIN;
@@ -175,7 +175,7 @@ int check_alloc_block(dvs_endpoint *me, uint32_t block, uint32_t len) {
 
 uint32_t ep_alloc(dvs_endpoint *me, uint32_t len) {
   if (check_common(me) || len > DVS_MAX_PAYLOAD) return kNone;
-  return slab_alloc(*me->node->arena, len ? len : 1, my_alloc_owner(me->node));
+  return slab_alloc(*me->node->arena, len ? len : 1, my_alloc_owner(me->node), me->node->alloc_cursor);
 }
 
 int ep_free_alloc(dvs_endpoint *me, uint32_t block) {
@@ -329,7 +329,7 @@ int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32
     // Replies never wait: a caller holds a reply credit for each call, so a
     // block shortage here is transient; try briefly, then report it.
     for (int i = 0; i < 1000 && block == kNone; i++) {
-      block = slab_alloc(a, len, my_alloc_owner(n));
+      block = slab_alloc(a, len, my_alloc_owner(n), n->alloc_cursor);
       if (block == kNone) usleep(10);
     }
     if (block == kNone) return EDVSAGAIN;

@@ -96,6 +96,7 @@ int node_attach(const dvs_attach_opts *o, uint32_t bell_mode, dvs_node **out) {
     ps->state.store(kProcLive, std::memory_order_release);
     n->proc = p;
     n->proc_gen = ps->gen;
+    for (uint32_t c = 0; c < h->cfg.class_count; c++) n->alloc_cursor[c] = p * (h->classes[c].count / 16 + 1);
     unlock_arena(n);
 
     n->bell_tx = doorbell_sender();
@@ -256,8 +257,9 @@ void ring_proc(dvs_node *n, uint32_t p) {
 }
 
 void wake_consumer(dvs_node *n, EndpointSlot *e) {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  uint32_t w = e->wake.load(std::memory_order_relaxed);
+  // Called right after ring_publish, whose seq_cst exchange orders the publish
+  // before this load (the consumer sets its bit with a seq_cst RMW, then re-checks).
+  uint32_t w = e->wake.load(std::memory_order_seq_cst);
   if (!(w & 3)) return;
   while (!e->wake.compare_exchange_weak(w, (w & ~3u) + kWakeStep, std::memory_order_acq_rel,
                                         std::memory_order_relaxed))

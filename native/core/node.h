@@ -27,6 +27,7 @@ struct dvs_node {
   int bell_tx = -1;  // for ringing others
   bool forked = false;
   std::vector<dvs_endpoint *> eps;
+  uint32_t alloc_cursor[dvs::kMaxClasses] = {};  // where this process looks for free blocks next
   dvs::BellAddr bell_cache[256];
   uint32_t bell_cache_gen[256] = {};
 };
@@ -117,7 +118,7 @@ void reap_proc_locked(dvs_node *n, uint32_t p);
 int reap_dead_locked(dvs_node *n);
 // After a send found its destination unbound behind its back.
 void handle_stranded(dvs_node *n, uint32_t slot);
-// Wakes the consumer of a slot after a publish (cheap when nobody sleeps).
+// Wakes the consumer of a slot; call right after ring_publish (cheap when nobody sleeps).
 void wake_consumer(dvs_node *n, EndpointSlot *e);
 // Wakes producers waiting for inbox space / free blocks.
 void inbox_space_freed(dvs_node *n, EndpointSlot *e);

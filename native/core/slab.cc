@@ -6,23 +6,23 @@
 
 namespace dvs {
 
-uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner) {
+uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner, uint32_t *cursors) {
   ArenaHeader *h = a.hdr();
   for (uint32_t c = 0; c < h->cfg.class_count; c++) {
     ClassState &cs = h->classes[c];
     if (cs.size < len) continue;
     uint32_t n = cs.count;
-    // Blocks are handed out round-robin from a shared hint; with FIFO traffic
-    // the block at the hint is the one freed longest ago, so the first probe
-    // almost always succeeds.
-    uint32_t start = cs.hint.fetch_add(1, std::memory_order_relaxed) % n;
-    uint32_t i = start;
+    // Round-robin from this process's cursor: with FIFO traffic the next
+    // block is the one freed longest ago, so the first probe almost always
+    // succeeds. Processes start at different places (their slot) so that
+    // they rarely race for the same block.
+    uint32_t i = cursors[c] % n;
     for (uint32_t k = 0; k < n; k++) {
       BlockMeta *b = a.block(cs.first_block + i);
       if (b->owner.load(std::memory_order_relaxed) == 0) {
         uint64_t z = 0;
         if (b->owner.compare_exchange_strong(z, owner, std::memory_order_acquire, std::memory_order_relaxed)) {
-          if (k) cs.hint.store(i + 1, std::memory_order_relaxed);
+          cursors[c] = i + 1;
           return cs.first_block + i;
         }
       }

@@ -7,9 +7,11 @@
 
 namespace dvs {
 
-// Allocates a block of at least `len` bytes for `owner` (an own_* word).
-// Returns the block id, or kNone when every fitting block is in use.
-uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner);
+// Allocates a block of at least `len` bytes for `owner` (an own_* word),
+// scanning from the caller's per-class cursor (process-local, so allocation
+// needs no shared counter). Returns the block id, or kNone when every
+// fitting block is in use.
+uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner, uint32_t *cursors);
 // Frees a block whose owner word equals `expected`; false if it did not.
 bool slab_free_if(Arena &a, uint32_t id, uint64_t expected);
 // Wakes processes waiting for free blocks (after frees).
