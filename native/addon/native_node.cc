@@ -14,9 +14,10 @@ namespace {
 
 // Argument helpers: lib/ validates first, so these only guard the boundary.
 bool int_arg(const Napi::CallbackInfo &info, int i, int64_t *out) {
-  if (int(info.Length()) <= i || !info[i].IsNumber()) return false;
-  double d = info[i].As<Napi::Number>().DoubleValue();
-  if (!(d >= double(INT64_MIN) && d <= double(INT64_MAX)) || d != double(int64_t(d))) return false;
+  if (int(info.Length()) <= i) return false;
+  double d;
+  if (napi_get_value_double(info.Env(), info[size_t(i)], &d) != napi_ok) return false;
+  if (!(d >= -9.2e18 && d <= 9.2e18) || d != double(int64_t(d))) return false;
   *out = int64_t(d);
   return true;
 }
@@ -436,7 +437,7 @@ Napi::Value NativeNode::Send(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::Call(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  ARG_I32(dst, 1);
   const void *data;
   uint32_t len, block;
   if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
@@ -475,9 +476,10 @@ Napi::Value NativeNode::Receive(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::Replies(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(max, 1, 0, kMaxBatch);
+  ARG_I32(max, 1);
+  if (max < 0 || max > kMaxBatch) max = kMaxBatch;
   dvs_msg msgs[kMaxBatch];
-  int n = dvs::try_take_replies(e, msgs, int(max));
+  int n = dvs::try_take_replies(e, msgs, max);
   for (int i = 0; i < n; i++) write_msg(i, msgs[i]);
   return Napi::Number::New(info.Env(), n);
 }
@@ -485,7 +487,7 @@ Napi::Value NativeNode::Replies(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::Release(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(block, 1, 0, UINT32_MAX);
+  ARG_I32(block, 1);
   return Napi::Number::New(info.Env(), dvs::release_block(e, uint32_t(block)));
 }
 
@@ -511,23 +513,23 @@ Napi::Value NativeNode::FlushReleases(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::Reply(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(dc, 1, 0, DVS_MAX_DC);
-  ARG_INT(caller, 2, 0, DVS_MAX_EP);
-  ARG_INT(gen, 3, 0, UINT32_MAX);
-  ARG_INT(call_id, 4, 0, UINT32_MAX);
+  ARG_I32(dc, 1);
+  ARG_I32(caller, 2);
+  ARG_I32(gen, 3);      // u32 values arrive as their low 32 bits
+  ARG_I32(call_id, 4);
   const void *data;
   uint32_t len, block;
   if (!payload_arg(info, 5, &data, &len, &block)) return info.Env().Undefined();
-  int r = dvs::reply_to(e, uint32_t(dc), int32_t(caller), uint32_t(gen), uint32_t(call_id), data, len, block);
+  int r = dvs::reply_to(e, uint32_t(dc), caller, uint32_t(gen), uint32_t(call_id), data, len, block);
   return Napi::Number::New(info.Env(), r);
 }
 
 Napi::Value NativeNode::Notify(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
-  ARG_INT(bits, 2, 0, UINT32_MAX);
-  return Napi::Number::New(info.Env(), dvs::notify(e, int32_t(dst), uint32_t(bits)));
+  ARG_I32(dst, 1);
+  ARG_I32(bits, 2);
+  return Napi::Number::New(info.Env(), dvs::notify(e, dst, uint32_t(bits)));
 }
 
 Napi::Value NativeNode::Alloc(const Napi::CallbackInfo &info) {
@@ -580,9 +582,13 @@ Napi::Value NativeNode::Verify(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::ReceiveSync(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(src, 1, -1, DVS_MAX_EP);
-  ARG_INT(timeout, 2, -1, INT32_MAX);
+  ARG_I32(src, 1);
+  ARG_I32(timeout, 2);
   ARG_INT(spin, 3, -1, INT64_MAX);
+  if (src < -1 || src > DVS_MAX_EP || timeout < -1) {
+    throw_inval(info.Env(), "receiveSync arguments out of range");
+    return info.Env().Undefined();
+  }
   uint64_t deadline = dvs::deadline_after(int(timeout));
   for (;;) {
     dvs_msg m;
@@ -618,12 +624,13 @@ Napi::Value NativeNode::SendSync(const Napi::CallbackInfo &info) {
 Napi::Value NativeNode::CallSync(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
   if (!e) return info.Env().Undefined();
-  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
+  ARG_I32(dst, 1);
   const void *data;
   uint32_t len, block;
   if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
-  ARG_INT(timeout, 5, -1, INT32_MAX);
+  ARG_I32(timeout, 5);
   ARG_INT(spin, 6, -1, INT64_MAX);
+  if (timeout < -1) timeout = -1;
   uint64_t deadline = dvs::deadline_after(int(timeout));
   uint32_t id = 0, gen = 0;
   int r;
