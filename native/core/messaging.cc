@@ -463,7 +463,7 @@ int wait_work(dvs_endpoint *me, uint32_t mask, uint64_t deadline, int64_t spin_n
   uint64_t budget = adaptive ? me->spin_ns : uint64_t(spin_ns);
   uint64_t start = now_ns();
   if (budget) {
-    uint64_t t = start;
+    uint64_t t = start, checked = start;
     for (uint32_t i = 1;; i++) {
       if (has_work(me, mask)) {
         if (adaptive) me->spin_ns = uint32_t(me->spin_ns * 2 > kSpinMax ? kSpinMax : me->spin_ns * 2);
@@ -474,6 +474,14 @@ int wait_work(dvs_endpoint *me, uint32_t mask, uint64_t deadline, int64_t spin_n
         t = now_ns();
         if (t - start >= budget) break;
         if (deadline && t >= deadline) return EDVSTIMEDOUT;
+        if (t - checked >= kSliceNs) {  // a long spin still notices a dead peer or a closed endpoint
+          checked = t;
+          if (!me->open || e->gen.load(std::memory_order_acquire) != me->gen) return EDVSNOTBIND;
+          if (check_dst >= 0) {
+            int r = verify_dst(me, check_dst, dst_gen, nullptr);
+            if (r) return has_work(me, mask) ? 0 : r;
+          }
+        }
       }
     }
     if (adaptive) me->spin_ns = me->spin_ns / 2 < kSpinMin ? kSpinMin : me->spin_ns / 2;
