@@ -317,6 +317,7 @@ export class Endpoint implements AsyncIterable<Message> {
     if (this.closed) return;
     this.closed = true;
     const err = () => new DvsError('EDVSNOTBIND', `endpoint ${this.ep} was closed`);
+    const pending = this.receivers.length + this.calls.size + this.sends.length;
     for (const r of this.receivers.splice(0)) this.settle(r.timer, () => r.reject(err()));
     for (const [, c] of this.calls) this.settle(c.timer, () => c.reject(err()));
     this.calls.clear();
@@ -324,6 +325,7 @@ export class Endpoint implements AsyncIterable<Message> {
       this.dropArgs(s.args);
       this.settle(s.timer, () => s.reject(err()));
     }
+    for (let i = 0; i < pending; i++) this.node._waitDec();
     for (let i = this.recvHead; i < this.recvQ.length; i++) this.recvQ[i].release();
     this.recvQ = [];
     this.recvHead = 0;
