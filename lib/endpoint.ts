@@ -111,9 +111,9 @@ export class Endpoint implements AsyncIterable<Message> {
       if (this.sends.length === 0) {
         const r = this.node._native.send(this._h, d, args[0], args[1], args[2]);
         if (r === 0) return this.sent(args);
-        if (r !== EAGAIN || t === 0) return this.failArgs(args, r);
+        if (r !== EAGAIN || t === 0) return this.failArgs(args, r, true);
       } else if (t === 0) {
-        return this.failArgs(args, EAGAIN);
+        return this.failArgs(args, EAGAIN, false);
       }
       return new Promise<void>((resolve, reject) => this.queue(false, d, args, t, resolve as (v: unknown) => void, reject));
     } catch (e) {
@@ -139,7 +139,7 @@ export class Endpoint implements AsyncIterable<Message> {
       this.sent(args);
       return true;
     }
-    this.dropArgs(args);
+    this.failed(args);
     if (r === EAGAIN) return false;
     throw this.err(r);
   }
@@ -154,7 +154,7 @@ export class Endpoint implements AsyncIterable<Message> {
     const args = this.args(p);
     const r = this.node._native.sendSync(this._h, d, args[0], args[1], args[2], t);
     if (r !== 0) {
-      this.dropArgs(args);
+      this.failed(args);
       throw this.err(r);
     }
     this.sent(args);
@@ -176,9 +176,9 @@ export class Endpoint implements AsyncIterable<Message> {
 
   /** Gives back a buffer from alloc() that will not be sent. */
   free(buf: Uint8Array): void {
-    if (buf.buffer !== this.node._ab || !this.node._allocs.delete(buf.byteOffset))
+    if (!(buf instanceof Uint8Array) || buf.buffer !== this.node._ab || !this.node._allocs.has(buf.byteOffset))
       throw new DvsError('EDVSINVAL', 'not a buffer from alloc() (or already sent/freed)');
-    this.node._native.freeAlloc(this._h, buf.byteOffset);
+    this.node._freeAlloc(buf.byteOffset);
   }
 
   // ---------------------------------------------------------------- call
@@ -197,9 +197,9 @@ export class Endpoint implements AsyncIterable<Message> {
           this.sent(args);
           return this.awaitReply(d, t);
         }
-        if (r !== EAGAIN || t === 0) return this.failArgs(args, r) as unknown as Promise<Message>;
+        if (r !== EAGAIN || t === 0) return this.failArgs(args, r, true) as unknown as Promise<Message>;
       } else if (t === 0) {
-        return this.failArgs(args, EAGAIN) as unknown as Promise<Message>;
+        return this.failArgs(args, EAGAIN, false) as unknown as Promise<Message>;
       }
       return new Promise<Message>((resolve, reject) => this.queue(true, d, args, t, resolve as (v: unknown) => void, reject));
     } catch (e) {
@@ -219,7 +219,7 @@ export class Endpoint implements AsyncIterable<Message> {
     const args = this.args(p);
     const r = this.node._native.callSync(this._h, d, args[0], args[1], args[2], t, spin);
     if (r < 0) {
-      this.dropArgs(args);
+      this.failed(args);
       throw this.err(r);
     }
     this.sent(args);
@@ -341,7 +341,7 @@ export class Endpoint implements AsyncIterable<Message> {
     const args = this.args(p);
     const r = this.node._native.reply(this._h, this.dc, m.src, m._srcGen, m._callId, args[0], args[1], args[2]);
     if (r !== 0) {
-      this.dropArgs(args);
+      this.failed(args);
       throw this.err(r, r === codes.EDVSPROCSTS ? `endpoint ${m.src} is no longer waiting for this reply` : undefined);
     }
     this.sent(args);
@@ -455,12 +455,18 @@ export class Endpoint implements AsyncIterable<Message> {
 
   /** Frees a block we allocated for a string payload (user allocs stay theirs). */
   private dropArgs(args: Args): void {
-    if (!args[3] || !this.node._allocs.delete(args[1])) return;
-    this.node._native.freeAlloc(this._h, args[1]);
+    if (args[3]) this.node._freeAlloc(args[1]);
   }
 
-  private failArgs(args: Args, r: number): Promise<void> {
-    this.dropArgs(args);
+  /** After a native op failed: the core may have taken the block anyway (e.g. a call sent, then its wait failed). */
+  private failed(args: Args): void {
+    if (args[1] >= 0 && this.node._scratch[layout.outTaken] === 1) this.node._allocs.delete(args[1]);
+    else this.dropArgs(args);
+  }
+
+  private failArgs(args: Args, r: number, attempted: boolean): Promise<void> {
+    if (attempted) this.failed(args);
+    else this.dropArgs(args);
     return Promise.reject(this.err(r));
   }
 
@@ -507,7 +513,7 @@ export class Endpoint implements AsyncIterable<Message> {
         if (s.call) this.awaitReply(s.dst, s.timeoutMs).then(s.resolve, s.reject);
         else s.resolve(undefined);
       } else {
-        this.dropArgs(args);
+        this.failed(args);
         s.reject(this.err(r));
       }
     }

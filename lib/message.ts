@@ -60,12 +60,16 @@ export class Message {
     return this._kind === Kind.Call && !this._replied;
   }
 
-  /** Answers a call; never blocks. Throws EDVSPROCSTS if the caller is no longer waiting. */
+  /**
+   * Answers a call; never blocks. Throws EDVSPROCSTS if the caller's endpoint is
+   * gone (closed, died, rebound) or the call was answered already. A caller that
+   * gave up (timed out) discards a late reply.
+   */
   reply(payload?: Payload): void {
     if (this._kind !== Kind.Call) throw new DvsError('EDVSPROCSTS', `cannot reply to a '${this.kind}' message`);
     if (this._replied) throw new DvsError('EDVSPROCSTS', 'this call has been replied to already');
-    this._replied = true;
     this._ep._reply(this, payload);
+    this._replied = true;
   }
 
   /** Returns the payload's shared memory to the arena. Idempotent. */

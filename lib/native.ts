@@ -10,6 +10,7 @@ export interface NativeLayout {
   outCallId: number;
   outOffLo: number;
   outOffHi: number;
+  outTaken: number;
   msgBase: number;
   msgInts: number;
   maxBatch: number;
@@ -71,7 +72,8 @@ export interface NativeNode {
   reply(h: number, dc: number, caller: number, gen: number, callId: number, u8: Uint8Array | null, off: number, len: number): number;
   notify(h: number, dst: number, bits: number): number;
   alloc(h: number, len: number): number;
-  freeAlloc(h: number, off: number): number;
+  /** Frees an allocated (unsent) block of this process. */
+  freeAlloc(off: number): number;
   arm(h: number): number;
   armSpace(h: number, dst: number, why: number): number;
   verify(h: number, dst: number, gen: number): number;

@@ -30,6 +30,15 @@ export interface AttachOptions {
 /** How often waiting callers re-check that their destinations are alive. */
 const PEER_CHECK_MS = 100;
 
+// Nodes still attached when the process exits (process.exit(), an uncaught
+// exception) are detached on the way out, so the last process leaves no
+// segment behind. (A SIGKILLed process is reaped by the others instead.)
+const live = new Set<Node>();
+let exitHook = false;
+function detachAllOnExit(): void {
+  for (const n of [...live]) n.detach();
+}
+
 export class Node {
   readonly id: number;
   /** @internal */ readonly _native: NativeNode;
@@ -78,6 +87,11 @@ export class Node {
     // never keeps the process alive (the doorbell handle does, while waiting).
     this.timer = setInterval(() => this.checkPeers(), PEER_CHECK_MS);
     this.timer.unref();
+    live.add(this);
+    if (!exitHook) {
+      exitHook = true;
+      process.on('exit', detachAllOnExit);
+    }
   }
 
   /** Binds endpoint `ep` of DC `dc` to this process. */
@@ -97,6 +111,7 @@ export class Node {
     for (const e of [...this.endpoints]) e.close();
     this.flushReleases();
     this.detached = true;
+    live.delete(this);
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this._native.detach();
@@ -158,6 +173,13 @@ export class Node {
   /** @internal */
   _waitDec(): void {
     if (--this.waiting === 0) this._native.unref();
+  }
+
+  /** @internal Frees an allocated block that will not be sent. */
+  _freeAlloc(off: number): void {
+    if (!this._allocs.has(off) || this.detached) return;
+    check(this._native.freeAlloc(off));
+    this._allocs.delete(off);
   }
 
   /** @internal */

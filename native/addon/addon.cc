@@ -61,6 +61,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   layout.Set("outCallId", kOutCallId);
   layout.Set("outOffLo", kOutOffLo);
   layout.Set("outOffHi", kOutOffHi);
+  layout.Set("outTaken", kOutTaken);
   layout.Set("msgBase", kMsgBase);
   layout.Set("msgInts", kMsgInts);
   layout.Set("maxBatch", kMaxBatch);

@@ -431,6 +431,7 @@ Napi::Value NativeNode::Send(const Napi::CallbackInfo &info) {
   int why = 0;
   int r = dvs::try_send(e, int32_t(dst), data, len, block, &why);
   scratch_[kOutWhy] = why;
+  if (block != kNone) note_taken(block);
   return Napi::Number::New(info.Env(), r);
 }
 
@@ -447,6 +448,7 @@ Napi::Value NativeNode::Call(const Napi::CallbackInfo &info) {
   scratch_[kOutWhy] = why;
   scratch_[kOutDstGen] = int32_t(gen);
   scratch_[kOutCallId] = int32_t(id);
+  if (block != kNone) note_taken(block);
   return Napi::Number::New(info.Env(), r);
 }
 
@@ -491,6 +493,14 @@ Napi::Value NativeNode::Release(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), dvs::release_block(e, uint32_t(block)));
 }
 
+// Tells JS whether a block it handed in was taken (queued, delivered, or
+// freed by the core): then it must forget it; otherwise it is still its own.
+void NativeNode::note_taken(uint32_t block) {
+  scratch_[kOutTaken] =
+      block != kNone && node_->arena->block(block)->owner.load(std::memory_order_relaxed) !=
+                            dvs::own_proc(dvs::kOwnAlloc, node_->proc, node_->proc_gen);
+}
+
 // Frees the blocks JS released since the last batch (scratch[kReleaseBase..]).
 void NativeNode::release_batch(int n) {
   dvs::Arena &a = *node_->arena;
@@ -521,6 +531,7 @@ Napi::Value NativeNode::Reply(const Napi::CallbackInfo &info) {
   uint32_t len, block;
   if (!payload_arg(info, 5, &data, &len, &block)) return info.Env().Undefined();
   int r = dvs::reply_to(e, uint32_t(dc), caller, uint32_t(gen), uint32_t(call_id), data, len, block);
+  if (block != kNone) note_taken(block);
   return Napi::Number::New(info.Env(), r);
 }
 
@@ -549,12 +560,17 @@ Napi::Value NativeNode::Alloc(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), 0);
 }
 
+// Allocated blocks belong to the process, not to an endpoint: freeing one
+// works whatever became of the endpoint that allocated it.
 Napi::Value NativeNode::FreeAlloc(const Napi::CallbackInfo &info) {
-  dvs_endpoint *e = handle(info, 0);
-  if (!e) return info.Env().Undefined();
-  ARG_INT(off, 1, 0, INT64_MAX);
-  uint32_t b = uint64_t(off) < node_->arena->size() ? node_->arena->block_at(uint64_t(off)) : kNone;
-  return Napi::Number::New(info.Env(), b == kNone ? EDVSINVAL : dvs::ep_free_alloc(e, b));
+  if (!node_) return Napi::Number::New(info.Env(), EDVSDVSINIT);
+  ARG_INT(off, 0, 0, INT64_MAX);
+  dvs::Arena &a = *node_->arena;
+  uint32_t b = uint64_t(off) < a.size() ? a.block_at(uint64_t(off)) : kNone;
+  if (b == kNone || !dvs::slab_free_if(a, b, dvs::own_proc(dvs::kOwnAlloc, node_->proc, node_->proc_gen)))
+    return Napi::Number::New(info.Env(), EDVSINVAL);
+  dvs::arena_space_freed(node_);
+  return Napi::Number::New(info.Env(), 0);
 }
 
 Napi::Value NativeNode::Arm(const Napi::CallbackInfo &info) {
@@ -616,8 +632,10 @@ Napi::Value NativeNode::SendSync(const Napi::CallbackInfo &info) {
   for (;;) {
     int why = 0;
     int r = dvs::try_send(e, int32_t(dst), data, len, block, &why);
-    if (r != EDVSAGAIN || timeout == 0) return Napi::Number::New(info.Env(), r);
-    if ((r = dvs::wait_space(e, int32_t(dst), why, deadline))) return Napi::Number::New(info.Env(), r);
+    if (r != EDVSAGAIN || timeout == 0 || (r = dvs::wait_space(e, int32_t(dst), why, deadline))) {
+      if (block != kNone) note_taken(block);
+      return Napi::Number::New(info.Env(), r);
+    }
   }
 }
 
@@ -634,14 +652,19 @@ Napi::Value NativeNode::CallSync(const Napi::CallbackInfo &info) {
   uint64_t deadline = dvs::deadline_after(int(timeout));
   uint32_t id = 0, gen = 0;
   int r;
+  auto done = [&](int code) {
+    if (block != kNone) note_taken(block);
+    return Napi::Number::New(info.Env(), code);
+  };
   for (;;) {
     int why = 0;
     r = dvs::try_call(e, int32_t(dst), data, len, block, &id, &gen, &why);
     if (r == 0 || r == EDVSDSTDIED) break;
-    if (r != EDVSAGAIN || timeout == 0) return Napi::Number::New(info.Env(), r);
-    if (why == dvs::kWaitCredits) return Napi::Number::New(info.Env(), EDVSBUSY);
-    if ((r = dvs::wait_space(e, int32_t(dst), why, deadline))) return Napi::Number::New(info.Env(), r);
+    if (r != EDVSAGAIN || timeout == 0) return done(r);
+    if (why == dvs::kWaitCredits) return done(EDVSBUSY);
+    if ((r = dvs::wait_space(e, int32_t(dst), why, deadline))) return done(r);
   }
+  if (block != kNone) note_taken(block);
   for (;;) {
     dvs_msg m;
     while (dvs::try_take_replies(e, &m, 1) == 1) {

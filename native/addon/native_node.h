@@ -23,6 +23,7 @@ constexpr int kOutDstGen = 1;   // destination incarnation of the last call
 constexpr int kOutCallId = 2;   // id of the last call
 constexpr int kOutOffLo = 3;    // arena offset of the last alloc (low/high 32 bits)
 constexpr int kOutOffHi = 4;
+constexpr int kOutTaken = 5;    // 1 if the last op's allocated block now belongs to the core
 constexpr int kMsgBase = 16;    // first message descriptor
 constexpr int kMsgInts = 12;    // ints per descriptor
 constexpr int kMaxBatch = 256;  // descriptors per call
@@ -63,6 +64,7 @@ class NativeNode : public Napi::ObjectWrap<NativeNode> {
   Napi::Value Release(const Napi::CallbackInfo &info);
   Napi::Value FlushReleases(const Napi::CallbackInfo &info);
   void release_batch(int n);
+  void note_taken(uint32_t block);
   Napi::Value Reply(const Napi::CallbackInfo &info);
   Napi::Value Notify(const Napi::CallbackInfo &info);
   Napi::Value Alloc(const Napi::CallbackInfo &info);

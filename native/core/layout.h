@@ -12,7 +12,7 @@
 namespace dvs {
 
 constexpr uint64_t kMagic = 0x314e524153564431ULL;  // "1DVSARN1"
-constexpr uint32_t kLayoutVersion = 2;
+constexpr uint32_t kLayoutVersion = 3;
 constexpr size_t kLine = 64;
 constexpr uint32_t kMaxClasses = 6;
 constexpr uint32_t kNotifySlots = 64;
@@ -96,6 +96,8 @@ struct alignas(kLine) EndpointSlot {
   uint32_t owner_pid;
   uint32_t owner_gen;
   uint32_t keyed;     // 1 once (dc, ep) has been set and indexed
+  uint32_t closed_gen;   // incarnation most recently unbound
+  uint32_t closed_head;  // inbox position its owner had consumed up to (exclusive)
   // --- owner side (written by the owning process only) ---
   alignas(kLine) std::atomic<uint32_t> inbox_head;
   std::atomic<uint32_t> reply_head;

@@ -75,6 +75,11 @@ inline bool ring_claim(const RingRef &r, uint32_t claimer, uint32_t *pos_out, Ce
     } else if (diff < 0) {
       return false;
     } else {
+      // The cell at `pos` is already published: either our tail read is stale,
+      // or its claimer died before advancing the tail and the reaper published
+      // a skip record in its place. Help the tail past it either way.
+      uint32_t expect = pos;
+      r.tail->compare_exchange_strong(expect, pos + 1, std::memory_order_release, std::memory_order_relaxed);
       pos = r.tail->load(std::memory_order_relaxed);
     }
   }

@@ -93,10 +93,7 @@ int enqueue(dvs_endpoint *me, uint32_t slot, uint32_t dst_gen, uint32_t which, u
   ring_publish(r, c, pos);
   EndpointSlot *e = a.endpoint(slot);
   wake_consumer(n, e);
-  if (e->gen.load(std::memory_order_acquire) != dst_gen) {
-    handle_stranded(n, slot);
-    return EDVSDSTDIED;
-  }
+  if (e->gen.load(std::memory_order_acquire) != dst_gen) return handle_stranded(n, slot, dst_gen, pos) ? 0 : EDVSDSTDIED;
   return 0;
 }
 
@@ -317,8 +314,9 @@ int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32
                const void *data, uint32_t len, uint32_t block, int32_t status) {
   Arena &a = *n->arena;
   uint32_t s = ep_lookup(a, dc, caller);
+  bool staged_here = false;  // a block we allocate here is ours to free on failure; the caller's stays the caller's
   auto drop = [&](int code) {
-    if (block != kNone) slab_free_if(a, block, my_alloc_owner(n));
+    if (staged_here) slab_free_if(a, block, my_alloc_owner(n));
     return code;
   };
   if (s == kNone) return drop(EDVSPROCSTS);
@@ -333,6 +331,7 @@ int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32
       if (block == kNone) usleep(10);
     }
     if (block == kNone) return EDVSAGAIN;
+    staged_here = true;
     memcpy(a.base() + a.block_offset(block), data, len);
   }
   RingRef r = ring_ref(a, s, kReplies);

@@ -116,8 +116,10 @@ void unbind_locked(dvs_node *n, uint32_t slot);
 void purge_locked(dvs_node *n, uint32_t slot);
 void reap_proc_locked(dvs_node *n, uint32_t p);
 int reap_dead_locked(dvs_node *n);
-// After a send found its destination unbound behind its back.
-void handle_stranded(dvs_node *n, uint32_t slot);
+// After a send found its destination unbound behind its back: purges the
+// dead slot and tells whether the message at inbox position `pos` had been
+// taken by the incarnation `dst_gen` (delivered) before it went away.
+bool handle_stranded(dvs_node *n, uint32_t slot, uint32_t dst_gen, uint32_t pos);
 // Wakes the consumer of a slot; call right after ring_publish (cheap when nobody sleeps).
 void wake_consumer(dvs_node *n, EndpointSlot *e);
 // Wakes producers waiting for inbox space / free blocks.

@@ -46,7 +46,8 @@ void unbind_locked(dvs_node *n, uint32_t slot) {
   EndpointSlot *e = n->arena->endpoint(slot);
   if (e->state.load(std::memory_order_relaxed) != kEpBound) return;
   e->state.store(kEpFree, std::memory_order_release);
-  e->gen.fetch_add(1, std::memory_order_acq_rel);
+  e->closed_head = e->inbox_head.load(std::memory_order_relaxed);
+  e->closed_gen = e->gen.fetch_add(1, std::memory_order_acq_rel);
   purge_locked(n, slot);
   for (auto &ns : e->notify) {
     ns.bits.store(0, std::memory_order_relaxed);
@@ -139,10 +140,14 @@ int reap_dead_locked(dvs_node *n) {
   return count;
 }
 
-void handle_stranded(dvs_node *n, uint32_t slot) {
+bool handle_stranded(dvs_node *n, uint32_t slot, uint32_t dst_gen, uint32_t pos) {
   lock_arena(n);
-  if (n->arena->endpoint(slot)->state.load(std::memory_order_relaxed) == kEpFree) purge_locked(n, slot);
+  EndpointSlot *e = n->arena->endpoint(slot);
+  // Delivered if the incarnation we sent to had consumed our position before it went away.
+  bool delivered = e->closed_gen == dst_gen && int32_t(pos - e->closed_head) < 0;
+  if (e->state.load(std::memory_order_relaxed) == kEpFree) purge_locked(n, slot);
   unlock_arena(n);
+  return delivered;
 }
 
 }  // namespace dvs
