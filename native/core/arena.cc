@@ -46,12 +46,11 @@ Layout compute_layout(const ArenaConfig &c) {
   l.off_rings = off;
   off = round_up(off + l.ring_stride * c.max_endpoints, kPage);
   for (uint32_t i = 0; i < c.class_count; i++) l.total_blocks += c.class_blocks[i];
-  l.off_blocks = off;
-  off = round_up(off + uint64_t(l.total_blocks) * sizeof(BlockMeta), kPage);
+  l.off_blocks = 0;
   l.off_pools = off;
   for (uint32_t i = 0; i < c.class_count; i++) {
     l.pool_off[i] = off;
-    off = round_up(off + uint64_t(c.class_size[i]) * c.class_blocks[i], kPage);
+    off = round_up(off + (uint64_t(kBlockHeader) + c.class_size[i]) * c.class_blocks[i], kPage);
   }
   l.total = off;
   return l;
@@ -106,20 +105,20 @@ uint32_t Arena::block_class(uint32_t id) const {
   return 0;
 }
 
-uint64_t Arena::block_offset(uint32_t id) const {
+uint64_t Arena::block_meta_offset(uint32_t id) const {
   const ClassState &cs = hdr_->classes[block_class(id)];
-  return cs.pool_off + uint64_t(id - cs.first_block) * cs.size;
+  return cs.pool_off + uint64_t(id - cs.first_block) * cs.stride;
 }
 
 uint32_t Arena::block_at(uint64_t offset) const {
   const ArenaHeader *h = hdr_;
   for (uint32_t c = 0; c < h->cfg.class_count; c++) {
     const ClassState &cs = h->classes[c];
-    if (offset < cs.pool_off) continue;
-    uint64_t rel = offset - cs.pool_off;
-    if (rel >= uint64_t(cs.size) * cs.count) continue;
-    if (rel % cs.size) return kNone;
-    return cs.first_block + uint32_t(rel / cs.size);
+    if (offset < cs.pool_off + kBlockHeader) continue;
+    uint64_t rel = offset - cs.pool_off - kBlockHeader;
+    if (rel >= cs.stride * cs.count) continue;
+    if (rel % cs.stride) return kNone;
+    return cs.first_block + uint32_t(rel / cs.stride);
   }
   return kNone;
 }
@@ -171,6 +170,7 @@ int Arena::create(const ArenaOptions &opts, int fd, Arena *a) {
     cs.size = h->cfg.class_size[c];
     cs.count = h->cfg.class_blocks[c];
     cs.pool_off = l.pool_off[c];
+    cs.stride = uint64_t(kBlockHeader) + cs.size;
     first += cs.count;
   }
   // Rings need no initialisation: a zero cell word means "empty, claimable

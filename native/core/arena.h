@@ -48,11 +48,11 @@ class Arena {
   uint32_t ring_cells(uint32_t which) const {
     return which == kInbox ? hdr_->cfg.inbox_cells : hdr_->cfg.reply_cells;
   }
-  BlockMeta *block(uint32_t id) const {
-    return reinterpret_cast<BlockMeta *>(base_ + hdr_->off_blocks) + id;
-  }
+  // A block's header line (its owner word); the payload follows it.
+  BlockMeta *block(uint32_t id) const { return reinterpret_cast<BlockMeta *>(base_ + block_meta_offset(id)); }
   uint32_t block_class(uint32_t id) const;
-  uint64_t block_offset(uint32_t id) const;
+  uint64_t block_meta_offset(uint32_t id) const;
+  uint64_t block_offset(uint32_t id) const { return block_meta_offset(id) + kBlockHeader; }
   uint32_t block_capacity(uint32_t id) const { return hdr_->classes[block_class(id)].size; }
   // Maps a payload offset back to its block id (kNone if not a block start).
   uint32_t block_at(uint64_t offset) const;

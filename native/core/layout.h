@@ -12,7 +12,10 @@
 namespace dvs {
 
 constexpr uint64_t kMagic = 0x314e524153564431ULL;  // "1DVSARN1"
-constexpr uint32_t kLayoutVersion = 3;
+constexpr uint32_t kLayoutVersion = 4;
+// Each payload block is preceded by one cache line holding its owner word, so
+// that a producer and a consumer touch one line per block, not two.
+constexpr uint32_t kBlockHeader = 64;
 constexpr size_t kLine = 64;
 constexpr uint32_t kMaxClasses = 6;
 constexpr uint32_t kNotifySlots = 64;
@@ -132,8 +135,9 @@ struct alignas(kLine) ClassState {
   uint32_t size;
   uint32_t count;
   uint32_t reserved;
-  uint64_t pool_off;      // offset of the class's payload memory
-  uint64_t reserved2[5];
+  uint64_t pool_off;      // offset of the class's first block (header line, then payload)
+  uint64_t stride;        // kBlockHeader + size
+  uint64_t reserved2[4];
 };
 
 struct alignas(kLine) ArenaHeader {
@@ -149,7 +153,7 @@ struct alignas(kLine) ArenaHeader {
   uint64_t off_endpoints;
   uint64_t off_index;
   uint64_t off_rings;
-  uint64_t off_blocks;
+  uint64_t off_blocks;    // unused since layout 4 (owner words live in the block headers)
   uint64_t off_pools;
   uint64_t ring_stride;   // bytes of rings per endpoint
   uint64_t checksum;
@@ -168,7 +172,7 @@ struct alignas(kLine) ArenaHeader {
   alignas(kLine) ClassState classes[kMaxClasses];
 };
 
-struct BlockMeta {
+struct alignas(kLine) BlockMeta {
   std::atomic<uint64_t> owner;
 };
 

@@ -17,8 +17,9 @@ uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner, uint32_t *cursors) {
     // succeeds. Processes start at different places (their slot) so that
     // they rarely race for the same block.
     uint32_t i = cursors[c] % n;
+    uint8_t *pool = a.base() + cs.pool_off;
     for (uint32_t k = 0; k < n; k++) {
-      BlockMeta *b = a.block(cs.first_block + i);
+      BlockMeta *b = reinterpret_cast<BlockMeta *>(pool + uint64_t(i) * cs.stride);
       if (b->owner.load(std::memory_order_relaxed) == 0) {
         uint64_t z = 0;
         if (b->owner.compare_exchange_strong(z, owner, std::memory_order_acquire, std::memory_order_relaxed)) {
@@ -60,8 +61,10 @@ void slab_in_use(const Arena &a, uint32_t *per_class) {
   for (uint32_t c = 0; c < h->cfg.class_count; c++) {
     const ClassState &cs = h->classes[c];
     uint32_t used = 0;
+    const uint8_t *pool = a.base() + cs.pool_off;
     for (uint32_t i = 0; i < cs.count; i++)
-      if (a.block(cs.first_block + i)->owner.load(std::memory_order_relaxed)) used++;
+      if (reinterpret_cast<const BlockMeta *>(pool + uint64_t(i) * cs.stride)->owner.load(std::memory_order_relaxed))
+        used++;
     per_class[c] = used;
   }
 }
