@@ -87,8 +87,18 @@ export interface NativeNode {
   detach(): void;
 }
 
+/** The hot operations as plain functions (no per-call unwrap); see NativeNode::Fast. */
+type FastOps = Pick<
+  NativeNode,
+  'send' | 'call' | 'receive' | 'replies' | 'reply' | 'arm' | 'callEnd' | 'flushReleases' | 'receiveSync' | 'callSync' | 'sendSync' | 'alloc'
+>;
+
+interface NativeNodeObject extends NativeNode {
+  fast(): FastOps;
+}
+
 interface Binding {
-  NativeNode: new (opts: NativeAttachOptions, onWake: () => void) => NativeNode;
+  NativeNode: new (opts: NativeAttachOptions, onWake: () => void) => NativeNodeObject;
   setErrorFactory(f: (code: number, detail: string) => Error): void;
   errorName(code: number): string;
   lastErrorDetail(): string;
@@ -104,6 +114,41 @@ const root = basename(libParent) === 'dist' ? dirname(libParent) : libParent;
 export const binding: Binding = bindings({ bindings: 'dvs', module_root: root });
 binding.setErrorFactory((code, detail) => new DvsError(code, detail));
 export const layout: NativeLayout = binding.layout;
+
+/** Attaches through the addon; hot operations are the fast plain functions, the rest the class's methods. */
+export function openNative(opts: NativeAttachOptions, onWake: () => void): NativeNode {
+  const n = new binding.NativeNode(opts, onWake);
+  const f = n.fast();
+  return {
+    send: f.send,
+    call: f.call,
+    receive: f.receive,
+    replies: f.replies,
+    reply: f.reply,
+    arm: f.arm,
+    callEnd: f.callEnd,
+    flushReleases: f.flushReleases,
+    receiveSync: f.receiveSync,
+    callSync: f.callSync,
+    sendSync: f.sendSync,
+    alloc: f.alloc,
+    arena: () => n.arena(),
+    scratch: () => n.scratch(),
+    info: () => n.info(),
+    bind: (dc, ep) => n.bind(dc, ep),
+    close: (h) => n.close(h),
+    release: (h, b) => n.release(h, b),
+    notify: (h, d, b) => n.notify(h, d, b),
+    freeAlloc: (off) => n.freeAlloc(off),
+    armSpace: (h, d, w) => n.armSpace(h, d, w),
+    verify: (h, d, g) => n.verify(h, d, g),
+    reap: () => n.reap(),
+    stats: () => n.stats(),
+    ref: () => n.ref(),
+    unref: () => n.unref(),
+    detach: () => n.detach(),
+  };
+}
 
 /** Why a native call returned EDVSAGAIN (scratch[layout.outWhy]). */
 export const Why = { None: 0, Inbox: 1, Arena: 2, Credits: 3 } as const;

@@ -1,7 +1,7 @@
 // node.ts — a process's attachment to a node's shared-memory arena.
 import { DvsError, check } from './errors.js';
 import { Endpoint } from './endpoint.js';
-import { binding, layout, type NativeNode, type NativeStats } from './native.js';
+import { binding, layout, openNative, type NativeNode, type NativeStats } from './native.js';
 import { checkDc, checkEp, checkNode } from './validate.js';
 
 export interface AttachOptions {
@@ -66,7 +66,7 @@ export class Node {
       const v = opts[k];
       if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new DvsError('EDVSINVAL', `${k} must be a positive integer`);
     }
-    this._native = new binding.NativeNode(
+    this._native = openNative(
       {
         node: this.id,
         ns: opts.namespace,

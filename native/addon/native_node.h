@@ -45,6 +45,19 @@ class NativeNode : public Napi::ObjectWrap<NativeNode> {
   explicit NativeNode(const Napi::CallbackInfo &info);
   ~NativeNode() override;
   void DetachForCleanup();
+  // Called through the plain-function trampolines (native_node.cc).
+  Napi::Value Send(const Napi::CallbackInfo &info);
+  Napi::Value Call(const Napi::CallbackInfo &info);
+  Napi::Value Receive(const Napi::CallbackInfo &info);
+  Napi::Value Replies(const Napi::CallbackInfo &info);
+  Napi::Value Reply(const Napi::CallbackInfo &info);
+  Napi::Value Arm(const Napi::CallbackInfo &info);
+  Napi::Value CallEnd(const Napi::CallbackInfo &info);
+  Napi::Value FlushReleases(const Napi::CallbackInfo &info);
+  Napi::Value ReceiveSync(const Napi::CallbackInfo &info);
+  Napi::Value CallSync(const Napi::CallbackInfo &info);
+  Napi::Value SendSync(const Napi::CallbackInfo &info);
+  Napi::Value Alloc(const Napi::CallbackInfo &info);
 
  private:
   dvs_endpoint *handle(const Napi::CallbackInfo &info, int idx);
@@ -56,31 +69,20 @@ class NativeNode : public Napi::ObjectWrap<NativeNode> {
   Napi::Value Scratch(const Napi::CallbackInfo &info);
   Napi::Value Bind(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
-  Napi::Value Send(const Napi::CallbackInfo &info);
-  Napi::Value Call(const Napi::CallbackInfo &info);
-  Napi::Value CallEnd(const Napi::CallbackInfo &info);
-  Napi::Value Receive(const Napi::CallbackInfo &info);
-  Napi::Value Replies(const Napi::CallbackInfo &info);
   Napi::Value Release(const Napi::CallbackInfo &info);
-  Napi::Value FlushReleases(const Napi::CallbackInfo &info);
   void release_batch(int n);
   void note_taken(uint32_t block);
-  Napi::Value Reply(const Napi::CallbackInfo &info);
   Napi::Value Notify(const Napi::CallbackInfo &info);
-  Napi::Value Alloc(const Napi::CallbackInfo &info);
   Napi::Value FreeAlloc(const Napi::CallbackInfo &info);
-  Napi::Value Arm(const Napi::CallbackInfo &info);
   Napi::Value ArmSpace(const Napi::CallbackInfo &info);
   Napi::Value Verify(const Napi::CallbackInfo &info);
-  Napi::Value ReceiveSync(const Napi::CallbackInfo &info);
-  Napi::Value CallSync(const Napi::CallbackInfo &info);
-  Napi::Value SendSync(const Napi::CallbackInfo &info);
   Napi::Value Reap(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value Ref(const Napi::CallbackInfo &info);
   Napi::Value Unref(const Napi::CallbackInfo &info);
   Napi::Value Detach(const Napi::CallbackInfo &info);
   Napi::Value Info(const Napi::CallbackInfo &info);
+  Napi::Value Fast(const Napi::CallbackInfo &info);
 
   static void OnPoll(uv_poll_t *h, int status, int events);
   static void OnPrepare(uv_prepare_t *h);
