@@ -219,7 +219,12 @@ int Arena::attach_existing(const ArenaOptions &opts, int fd, Arena *a) {
     uint32_t s = h->state.load(std::memory_order_acquire);
     if (s == kArenaReady) break;
     if (s == kArenaUnlinked) return EDVSAGAIN;  // the caller retries from shm_open
-    if (s != kArenaInit) return fail(EDVSARENA, "segment /dev/shm/" + a->name_ + " has an unknown state");
+    if (s != kArenaInit) {  // not a state of ours: say what is wrong with the header, if anything
+      int bad = a->validate();
+      return bad ? bad : fail(EDVSARENA, "segment /dev/shm/" + a->name_ + " has an unknown state");
+    }
+    if (h->magic != kMagic && h->magic != 0)  // not ours (a dvs creator writes the magic or nothing)
+      return fail(EDVSARENA, "segment /dev/shm/" + a->name_ + " is not a dvs arena (bad magic)");
     if (h->creator_pid && !pid_alive(h->creator_pid, 0)) return EDVSBUSY;  // creator died mid-init
     if (now_ns() > until) return fail(EDVSARENA, "segment /dev/shm/" + a->name_ + " never finished initialising");
     usleep(1000);
