@@ -457,35 +457,41 @@ Napi::Value NativeNode::Close(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), r);
 }
 
-Napi::Value NativeNode::Send(const Napi::CallbackInfo &info) {
-  dvs_endpoint *e = handle(info, 0);
-  if (!e) return info.Env().Undefined();
-  ARG_I32(dst, 1);
-  const void *data;
-  uint32_t len, block;
-  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
-  int why = 0;
-  int r = dvs::try_send(e, int32_t(dst), data, len, block, &why);
-  scratch_[kOutWhy] = why;
-  if (block != kNone) note_taken(block);
+// The common prologue of send/call and their sync variants: (handle, dst, payload...).
+bool NativeNode::op_args(const Napi::CallbackInfo &info, Op *op) {
+  if (!(op->e = handle(info, 0))) return false;
+  if (!i32_arg(info, 1, &op->dst)) {
+    throw_inval(info.Env(), "destination must be a number");
+    return false;
+  }
+  return payload_arg(info, 2, &op->data, &op->len, &op->block);
+}
+
+// Reports the outcome of an op on the scratch area and returns its code.
+Napi::Value NativeNode::op_done(const Napi::CallbackInfo &info, const Op &op, int r) {
+  if (op.block != kNone) note_taken(op.block);
   return Napi::Number::New(info.Env(), r);
 }
 
+Napi::Value NativeNode::Send(const Napi::CallbackInfo &info) {
+  Op op;
+  if (!op_args(info, &op)) return info.Env().Undefined();
+  int why = 0;
+  int r = dvs::try_send(op.e, op.dst, op.data, op.len, op.block, &why);
+  scratch_[kOutWhy] = why;
+  return op_done(info, op, r);
+}
+
 Napi::Value NativeNode::Call(const Napi::CallbackInfo &info) {
-  dvs_endpoint *e = handle(info, 0);
-  if (!e) return info.Env().Undefined();
-  ARG_I32(dst, 1);
-  const void *data;
-  uint32_t len, block;
-  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
+  Op op;
+  if (!op_args(info, &op)) return info.Env().Undefined();
   int why = 0;
   uint32_t id = 0, gen = 0;
-  int r = dvs::try_call(e, int32_t(dst), data, len, block, &id, &gen, &why);
+  int r = dvs::try_call(op.e, op.dst, op.data, op.len, op.block, &id, &gen, &why);
   scratch_[kOutWhy] = why;
   scratch_[kOutDstGen] = int32_t(gen);
   scratch_[kOutCallId] = int32_t(id);
-  if (block != kNone) note_taken(block);
-  return Napi::Number::New(info.Env(), r);
+  return op_done(info, op, r);
 }
 
 Napi::Value NativeNode::CallEnd(const Napi::CallbackInfo &info) {
@@ -657,50 +663,36 @@ Napi::Value NativeNode::ReceiveSync(const Napi::CallbackInfo &info) {
 }
 
 Napi::Value NativeNode::SendSync(const Napi::CallbackInfo &info) {
-  dvs_endpoint *e = handle(info, 0);
-  if (!e) return info.Env().Undefined();
-  ARG_INT(dst, 1, INT32_MIN, INT32_MAX);
-  const void *data;
-  uint32_t len, block;
-  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
-  ARG_INT(timeout, 5, -1, INT32_MAX);
-  uint64_t deadline = dvs::deadline_after(int(timeout));
+  Op op;
+  if (!op_args(info, &op)) return info.Env().Undefined();
+  ARG_I32(timeout, 5);
+  uint64_t deadline = dvs::deadline_after(timeout);
   for (;;) {
     int why = 0;
-    int r = dvs::try_send(e, int32_t(dst), data, len, block, &why);
-    if (r != EDVSAGAIN || timeout == 0 || (r = dvs::wait_space(e, int32_t(dst), why, deadline))) {
-      if (block != kNone) note_taken(block);
-      return Napi::Number::New(info.Env(), r);
-    }
+    int r = dvs::try_send(op.e, op.dst, op.data, op.len, op.block, &why);
+    if (r != EDVSAGAIN || timeout == 0 || (r = dvs::wait_space(op.e, op.dst, why, deadline))) return op_done(info, op, r);
   }
 }
 
 Napi::Value NativeNode::CallSync(const Napi::CallbackInfo &info) {
-  dvs_endpoint *e = handle(info, 0);
-  if (!e) return info.Env().Undefined();
-  ARG_I32(dst, 1);
-  const void *data;
-  uint32_t len, block;
-  if (!payload_arg(info, 2, &data, &len, &block)) return info.Env().Undefined();
+  Op op;
+  if (!op_args(info, &op)) return info.Env().Undefined();
   ARG_I32(timeout, 5);
   ARG_INT(spin, 6, -1, INT64_MAX);
   if (timeout < -1) timeout = -1;
-  uint64_t deadline = dvs::deadline_after(int(timeout));
+  dvs_endpoint *e = op.e;
+  uint64_t deadline = dvs::deadline_after(timeout);
   uint32_t id = 0, gen = 0;
   int r;
-  auto done = [&](int code) {
-    if (block != kNone) note_taken(block);
-    return Napi::Number::New(info.Env(), code);
-  };
   for (;;) {
     int why = 0;
-    r = dvs::try_call(e, int32_t(dst), data, len, block, &id, &gen, &why);
+    r = dvs::try_call(e, op.dst, op.data, op.len, op.block, &id, &gen, &why);
     if (r == 0 || r == EDVSDSTDIED) break;
-    if (r != EDVSAGAIN || timeout == 0) return done(r);
-    if (why == dvs::kWaitCredits) return done(EDVSBUSY);
-    if ((r = dvs::wait_space(e, int32_t(dst), why, deadline))) return done(r);
+    if (r != EDVSAGAIN || timeout == 0) return op_done(info, op, r);
+    if (why == dvs::kWaitCredits) return op_done(info, op, EDVSBUSY);
+    if ((r = dvs::wait_space(e, op.dst, why, deadline))) return op_done(info, op, r);
   }
-  if (block != kNone) note_taken(block);
+  if (op.block != kNone) note_taken(op.block);
   for (;;) {
     dvs_msg m;
     while (dvs::try_take_replies(e, &m, 1) == 1) {
@@ -709,12 +701,11 @@ Napi::Value NativeNode::CallSync(const Napi::CallbackInfo &info) {
         write_msg(0, m);
         return Napi::Number::New(info.Env(), 1);
       }
-      // A reply to a call this endpoint has abandoned, or one the async path
-      // owns: hand it over through the scratch area is not possible here, so
-      // sync and async calls must not be mixed on one endpoint (lib/ enforces it).
+      // A late reply to a call this endpoint abandoned (lib/ does not mix sync
+      // and async calls on one endpoint, so it cannot belong to a pending one).
       if (m.block_ != kNone) dvs::release_block(e, m.block_);
     }
-    r = dvs::wait_work(e, dvs::kWorkReplies, deadline, spin, int32_t(dst), gen);
+    r = dvs::wait_work(e, dvs::kWorkReplies, deadline, spin, op.dst, gen);
     if (r) {
       dvs::call_end(e);
       return Napi::Number::New(info.Env(), r);

@@ -60,6 +60,15 @@ class NativeNode : public Napi::ObjectWrap<NativeNode> {
   Napi::Value Alloc(const Napi::CallbackInfo &info);
 
  private:
+  struct Op {
+    dvs_endpoint *e = nullptr;
+    int32_t dst = 0;
+    const void *data = nullptr;
+    uint32_t len = 0;
+    uint32_t block = 0xffffffffu;  // kNone
+  };
+  bool op_args(const Napi::CallbackInfo &info, Op *op);
+  Napi::Value op_done(const Napi::CallbackInfo &info, const Op &op, int r);
   dvs_endpoint *handle(const Napi::CallbackInfo &info, int idx);
   void write_msg(int slot, const dvs_msg &m);
   bool payload_arg(const Napi::CallbackInfo &info, int idx, const void **data, uint32_t *len, uint32_t *block);
