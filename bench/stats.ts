@@ -12,10 +12,10 @@ export function median(samples: readonly number[]): number {
   return percentile(samples, 50);
 }
 
-/** Messages per second from a receiver-side count and first-to-last span. */
+/** Messages per second from a receiver-side count and its span (first message to end marker). */
 export function messageRate(msgs: number, seconds: number): number {
   if (msgs < 2 || !(seconds > 0)) throw new Error(`too few messages to compute a rate (${msgs} in ${seconds} s)`);
-  return (msgs - 1) / seconds;
+  return msgs / seconds;
 }
 
 /** Microseconds with two decimals, e.g. `23.41`. */

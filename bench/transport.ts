@@ -41,9 +41,9 @@ export interface ThroughputResult {
   /** Messages the receiver got in the measured phase (end markers excluded). */
   readonly msgs: number;
   /**
-   * Receiver-side time from the first to the last received message, in
-   * seconds. It spans `msgs - 1` inter-arrival gaps, so the rate is
-   * `(msgs - 1) / seconds` (see `messageRate` in `stats.ts`).
+   * Receiver-side time in seconds from the first measured message to the
+   * final end marker (sent right after the last message). It spans `msgs`
+   * inter-arrival gaps, so the rate is `msgs / seconds` (see `messageRate`).
    */
   readonly seconds: number;
 }
