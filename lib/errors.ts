@@ -74,10 +74,6 @@ export class DvsError extends Error {
   }
 }
 
-export function errorName(errno: number): DvsErrorCode | undefined {
-  return names.get(errno);
-}
-
 /** Throws a DvsError for a negative native result; returns non-negative results unchanged. */
 export function check(r: number, detail?: string): number {
   if (r < 0) throw new DvsError(r, detail);

@@ -100,7 +100,6 @@ interface NativeNodeObject extends NativeNode {
 interface Binding {
   NativeNode: new (opts: NativeAttachOptions, onWake: () => void) => NativeNodeObject;
   setErrorFactory(f: (code: number, detail: string) => Error): void;
-  errorName(code: number): string;
   lastErrorDetail(): string;
   layout: NativeLayout;
 }
@@ -149,9 +148,6 @@ export function openNative(opts: NativeAttachOptions, onWake: () => void): Nativ
     detach: () => n.detach(),
   };
 }
-
-/** Why a native call returned EDVSAGAIN (scratch[layout.outWhy]). */
-export const Why = { None: 0, Inbox: 1, Arena: 2, Credits: 3 } as const;
 
 /** Field offsets inside one message descriptor of the scratch array. */
 export const Desc = {

@@ -34,16 +34,6 @@ static Napi::Value SetErrorFactory(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
-static Napi::Value ErrorName(const Napi::CallbackInfo &info) {
-  int code = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
-  return Napi::String::New(info.Env(), dvs_errname(code));
-}
-
-static Napi::Value ErrorText(const Napi::CallbackInfo &info) {
-  int code = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
-  return Napi::String::New(info.Env(), dvs_strerror(code));
-}
-
 static Napi::Value LastErrorDetail(const Napi::CallbackInfo &info) {
   return Napi::String::New(info.Env(), dvs_last_error_detail());
 }
@@ -52,8 +42,6 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
   exports.Set("NativeNode", NativeNode::Init(env));
   exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory));
-  exports.Set("errorName", Napi::Function::New(env, ErrorName));
-  exports.Set("errorText", Napi::Function::New(env, ErrorText));
   exports.Set("lastErrorDetail", Napi::Function::New(env, LastErrorDetail));
   Napi::Object layout = Napi::Object::New(env);
   layout.Set("outWhy", kOutWhy);
