@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DvsError } from './errors.js';
+import type { AttachOptions } from './node.js';
 
 export interface NativeLayout {
   outWhy: number;
@@ -40,19 +41,8 @@ export interface NativeInfo {
   asyncSpinUs: number;
 }
 
-export interface NativeAttachOptions {
-  node: number;
-  name?: string;
-  ns?: string;
-  wake?: 'doorbell' | 'thread';
-  asyncSpinUs?: number;
-  create?: boolean;
-  maxProcs?: number;
-  maxEndpoints?: number;
-  inboxCells?: number;
-  replyCells?: number;
-  poolMib?: number;
-}
+/** What the addon's constructor reads: the public options, with the namespace as `ns`. */
+export type NativeAttachOptions = Omit<AttachOptions, 'node' | 'namespace'> & { node: number; ns?: string; name?: string };
 
 /** Payload arguments: (u8, -1, 0) copies u8; (null, offset, len) sends an allocated block. */
 export interface NativeNode {

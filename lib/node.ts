@@ -66,19 +66,9 @@ export class Node {
       const v = opts[k];
       if (v !== undefined && (!Number.isInteger(v) || v <= 0)) throw new DvsError('EDVSINVAL', `${k} must be a positive integer`);
     }
+    const { namespace, ...rest } = opts;
     this._native = openNative(
-      {
-        node: this.id,
-        ns: opts.namespace,
-        wake: opts.wake,
-        asyncSpinUs: opts.asyncSpinUs,
-        create: opts.create,
-        maxProcs: opts.maxProcs,
-        maxEndpoints: opts.maxEndpoints,
-        inboxCells: opts.inboxCells,
-        replyCells: opts.replyCells,
-        poolMib: opts.poolMib,
-      },
+      { ...rest, node: this.id, ns: namespace },
       () => this.onWake(),
     );
     this._ab = this._native.arena();

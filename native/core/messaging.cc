@@ -65,11 +65,41 @@ inline int stage_payload(dvs_endpoint *me, const void *data, uint32_t len, uint3
   return 0;
 }
 
-int enqueue(dvs_endpoint *me, uint32_t slot, uint32_t dst_gen, uint32_t which, uint32_t kind, uint32_t block,
-            uint32_t len, uint32_t call_id, int32_t status, uint32_t bits, bool staged_here, int *why) {
-  dvs_node *n = me ? me->node : nullptr;
+// What a producer writes into a claimed cell (everything but the position).
+struct Outgoing {
+  uint32_t kind, block, len;
+  int32_t src_ep;
+  uint32_t src_dc, src_gen, call_id;
+  int32_t status;
+  uint32_t dst_gen, bits;
+};
+
+// Fills a claimed cell, hands its block to the ring, publishes, wakes the consumer.
+void publish(dvs_node *n, const RingRef &r, uint32_t slot, uint32_t which, Cell *c, uint32_t pos, const Outgoing &m) {
   Arena &a = *n->arena;
-  RingRef r = ring_ref(a, slot, which);
+  c->block = m.block;
+  c->len = m.block == kNone ? 0 : m.len;
+  c->kind = m.kind;
+  c->src_ep = m.src_ep;
+  c->src_dc = m.src_dc;
+  c->src_gen = m.src_gen;
+  c->src_node = n->node_id;
+  c->call_id = m.call_id;
+  c->status = m.status;
+  c->dst_gen = m.dst_gen;
+  c->bits = m.bits;
+  c->flags = 0;
+  if (m.block != kNone) a.block(m.block)->owner.store(own_queued(which, slot, pos), std::memory_order_relaxed);
+  ring_publish(r, c, pos);
+  wake_consumer(n, a.endpoint(slot));
+}
+
+// Puts a message from `me` into the inbox of `slot` (incarnation dst_gen).
+int enqueue(dvs_endpoint *me, uint32_t slot, uint32_t dst_gen, uint32_t kind, uint32_t block, uint32_t len,
+            uint32_t call_id, uint32_t bits, bool staged_here, int *why) {
+  dvs_node *n = me->node;
+  Arena &a = *n->arena;
+  RingRef r = ring_ref(a, slot, kInbox);
   uint32_t pos;
   Cell *c;
   if (!ring_claim(r, n->proc + 1, &pos, &c)) {
@@ -77,23 +107,9 @@ int enqueue(dvs_endpoint *me, uint32_t slot, uint32_t dst_gen, uint32_t which, u
     *why = kWaitInbox;
     return EDVSAGAIN;
   }
-  c->block = block;
-  c->len = len;
-  c->kind = kind;
-  c->src_ep = me->ep;
-  c->src_dc = me->dc;
-  c->src_gen = me->gen;
-  c->src_node = n->node_id;
-  c->call_id = call_id;
-  c->status = status;
-  c->dst_gen = dst_gen;
-  c->bits = bits;
-  c->flags = 0;
-  if (block != kNone) a.block(block)->owner.store(own_queued(which, slot, pos), std::memory_order_relaxed);
-  ring_publish(r, c, pos);
-  EndpointSlot *e = a.endpoint(slot);
-  wake_consumer(n, e);
-  if (e->gen.load(std::memory_order_acquire) != dst_gen) return handle_stranded(n, slot, dst_gen, pos) ? 0 : EDVSDSTDIED;
+  publish(n, r, slot, kInbox, c, pos, {kind, block, len, me->ep, me->dc, me->gen, call_id, 0, dst_gen, bits});
+  if (a.endpoint(slot)->gen.load(std::memory_order_acquire) != dst_gen)
+    return handle_stranded(n, slot, dst_gen, pos) ? 0 : EDVSDSTDIED;
   return 0;
 }
 
@@ -115,7 +131,7 @@ int send_kind(dvs_endpoint *me, int32_t dst, uint32_t kind, const void *data, ui
   }
   bool staged_here = block == kNone;
   if ((r = stage_payload(me, data, len, &block, why))) return r;
-  r = enqueue(me, slot, gen, kInbox, kind, block, len, call_id, 0, bits, staged_here, why);
+  r = enqueue(me, slot, gen, kind, block, len, call_id, bits, staged_here, why);
   if (r == 0) {
     EndpointSlot *mine = a.endpoint(me->slot);
     mine->msgs_out.store(mine->msgs_out.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -132,7 +148,7 @@ void discard_stale(dvs_endpoint *me, Cell *c, uint32_t which, uint32_t head) {
 }
 
 // Takes the published cell at head into a message (block now held by us).
-void take_cell(dvs_endpoint *me, Cell *c, uint32_t which, dvs_msg *m) {
+void take_cell(dvs_endpoint *me, Cell *c, dvs_msg *m) {
   Arena &a = *me->node->arena;
   uint32_t block = c->block;
   m->kind = c->kind == kKindCall ? DVS_MSG_CALL
@@ -157,7 +173,6 @@ void take_cell(dvs_endpoint *me, Cell *c, uint32_t which, dvs_msg *m) {
     m->data = nullptr;
     m->len = 0;
   }
-  (void)which;
 }
 
 }  // namespace
@@ -265,7 +280,7 @@ int try_receive(dvs_endpoint *me, int32_t src, dvs_msg *out, int max) {
       continue;
     }
     dvs_msg m;
-    take_cell(me, c, kInbox, &m);
+    take_cell(me, c, &m);
     ring_pop(ring, c, head++);
     taken++;
     if (src == DVS_ANY || m.src_ep == src)
@@ -295,7 +310,7 @@ int try_take_replies(dvs_endpoint *me, dvs_msg *out, int max) {
       ring_pop(ring, c, head++);
       continue;
     }
-    take_cell(me, c, kReplies, &out[got++]);
+    take_cell(me, c, &out[got++]);
     ring_pop(ring, c, head++);
   }
   return got;
@@ -343,21 +358,7 @@ int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32
     a.hdr()->dropped_replies.fetch_add(1, std::memory_order_relaxed);
     return drop(EDVSAGAIN);
   }
-  c->block = block;
-  c->len = block == kNone ? 0 : len;
-  c->kind = kKindReply;
-  c->src_ep = from_ep;
-  c->src_dc = dc;
-  c->src_gen = 0;
-  c->src_node = n->node_id;
-  c->call_id = call_id;
-  c->status = status;
-  c->dst_gen = caller_gen;
-  c->bits = 0;
-  c->flags = 0;
-  if (block != kNone) a.block(block)->owner.store(own_queued(kReplies, s, pos), std::memory_order_relaxed);
-  ring_publish(r, c, pos);
-  wake_consumer(n, e);
+  publish(n, r, s, kReplies, c, pos, {kKindReply, block, len, from_ep, dc, 0, call_id, status, caller_gen, 0});
   return 0;
 }
 

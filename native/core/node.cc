@@ -268,15 +268,20 @@ void wake_consumer(dvs_node *n, EndpointSlot *e) {
   if (w & kWakeBell) ring_proc(n, e->owner_proc);
 }
 
-void inbox_space_freed(dvs_node *n, EndpointSlot *e) {
+namespace {
+// One wait point for space (an endpoint's inbox, or the arena's blocks):
+// threads sleep on `seq` (counted in `sleepers`), event loops set their bit
+// in `bells`. Cheap when nobody waits: a fence and five loads.
+void wake_space(dvs_node *n, std::atomic<uint32_t> *seq, std::atomic<uint32_t> *sleepers,
+                std::atomic<uint64_t> *bells) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  bool any = e->space_sleepers.load(std::memory_order_relaxed) != 0;
-  for (auto &w : e->space_bells) any = any || w.load(std::memory_order_relaxed) != 0;
+  bool any = sleepers->load(std::memory_order_relaxed) != 0;
+  for (uint32_t i = 0; i < 4; i++) any = any || bells[i].load(std::memory_order_relaxed) != 0;
   if (!any) return;
-  e->space_seq.fetch_add(1, std::memory_order_acq_rel);
-  if (e->space_sleepers.load(std::memory_order_relaxed)) futex_wake(&e->space_seq, INT_MAX);
+  seq->fetch_add(1, std::memory_order_acq_rel);
+  if (sleepers->load(std::memory_order_relaxed)) futex_wake(seq, INT_MAX);
   for (uint32_t i = 0; i < 4; i++) {
-    uint64_t bits = e->space_bells[i].exchange(0, std::memory_order_acq_rel);
+    uint64_t bits = bells[i].exchange(0, std::memory_order_acq_rel);
     while (bits) {
       uint32_t b = uint32_t(__builtin_ctzll(bits));
       bits &= bits - 1;
@@ -284,9 +289,15 @@ void inbox_space_freed(dvs_node *n, EndpointSlot *e) {
     }
   }
 }
+}  // namespace
+
+void inbox_space_freed(dvs_node *n, EndpointSlot *e) {
+  wake_space(n, &e->space_seq, &e->space_sleepers, e->space_bells);
+}
 
 void arena_space_freed(dvs_node *n) {
-  slab_wake_waiters(*n->arena, [](void *ctx, uint32_t p) { ring_proc(static_cast<dvs_node *>(ctx), p); }, n);
+  ArenaHeader *h = n->arena->hdr();
+  wake_space(n, &h->space_seq, &h->space_sleepers, h->space_bells);
 }
 
 int verify_dst(dvs_endpoint *me, int32_t dst, uint32_t gen, uint32_t *gen_out) {

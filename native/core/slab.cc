@@ -1,9 +1,5 @@
 #include "slab.h"
 
-#include <climits>
-
-#include "futex.h"
-
 namespace dvs {
 
 uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner, uint32_t *cursors) {
@@ -36,24 +32,6 @@ uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner, uint32_t *cursors) {
 bool slab_free_if(Arena &a, uint32_t id, uint64_t expected) {
   BlockMeta *b = a.block(id);
   return b->owner.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed);
-}
-
-void slab_wake_waiters(Arena &a, void (*ring)(void *ctx, uint32_t proc), void *ctx) {
-  ArenaHeader *h = a.hdr();
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  bool any = h->space_sleepers.load(std::memory_order_relaxed) != 0;
-  for (auto &w : h->space_bells) any = any || w.load(std::memory_order_relaxed) != 0;
-  if (!any) return;
-  h->space_seq.fetch_add(1, std::memory_order_seq_cst);
-  if (h->space_sleepers.load(std::memory_order_relaxed)) futex_wake(&h->space_seq, INT_MAX);
-  for (uint32_t i = 0; i < 4; i++) {
-    uint64_t bits = h->space_bells[i].exchange(0, std::memory_order_acq_rel);
-    while (bits) {
-      uint32_t b = uint32_t(__builtin_ctzll(bits));
-      bits &= bits - 1;
-      ring(ctx, i * 64 + b);
-    }
-  }
 }
 
 void slab_in_use(const Arena &a, uint32_t *per_class) {

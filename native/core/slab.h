@@ -14,8 +14,6 @@ namespace dvs {
 uint32_t slab_alloc(Arena &a, uint32_t len, uint64_t owner, uint32_t *cursors);
 // Frees a block whose owner word equals `expected`; false if it did not.
 bool slab_free_if(Arena &a, uint32_t id, uint64_t expected);
-// Wakes processes waiting for free blocks (after frees).
-void slab_wake_waiters(Arena &a, void (*ring)(void *ctx, uint32_t proc), void *ctx);
 // Number of blocks in use per class (a scan; for stats and leak checks).
 void slab_in_use(const Arena &a, uint32_t *per_class);
 
