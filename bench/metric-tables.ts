@@ -6,6 +6,8 @@ interface Metric {
   readonly title: string;
   readonly value: (row: MetricRow) => number | null;
   readonly format: (value: number) => string;
+  /** Shown only when some row has a value (e.g. `lost`, which only UDP transports report). */
+  readonly optional?: boolean;
 }
 
 const METRICS: readonly Metric[] = [
@@ -13,6 +15,7 @@ const METRICS: readonly Metric[] = [
   { title: 'RTT p99 (µs)', value: (r) => r.rtt_p99_us, format: formatUs },
   { title: 'One-way throughput (msgs/s)', value: (r) => r.msgs_per_s, format: formatRate },
   { title: 'One-way throughput (GB/s)', value: (r) => r.gbytes_per_s, format: formatGBps },
+  { title: 'Datagrams lost (RTT + throughput trials)', value: (r) => r.lost ?? null, format: String, optional: true },
 ];
 
 /** One table per metric (rows = transports, columns = sizes), then any errors. */
@@ -20,7 +23,8 @@ export function renderMetricTables(rows: readonly MetricRow[]): string {
   const transports = [...new Set(rows.map((r) => r.transport))];
   const sizes = [...new Set(rows.map((r) => r.size))];
   const header = ['transport', ...sizes.map(formatSize)];
-  const tables = METRICS.map((metric) => {
+  const shown = METRICS.filter((metric) => metric.optional !== true || rows.some((r) => metric.value(r) !== null));
+  const tables = shown.map((metric) => {
     const body = transports.map((transport) => [
       transport,
       ...sizes.map((size) => {

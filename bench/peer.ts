@@ -19,6 +19,8 @@ const STDERR_TAIL = 2000;
 export interface Peer<H> {
   /** The ChildProcess or Worker, for transports that exchange data over it. */
   readonly handle: H;
+  /** The `address` of the peer's `ready` report, if it sent one. */
+  readonly address: string | undefined;
   /**
    * Aborted when the trial ends for any reason (finished, failed, timed out,
    * peer died). Tie sockets, waits and loops to it so nothing outlives the trial.
@@ -82,13 +84,13 @@ async function supervise<H extends EventEmitter, T>(
 ): Promise<T> {
   const trial = new AbortController();
   const results = new Mailbox<SinkResult>(trial.signal);
-  let markReady = (): void => {};
-  const ready = new Promise<void>((resolve) => {
+  let markReady = (_address: string | undefined): void => {};
+  const ready = new Promise<string | undefined>((resolve) => {
     markReady = resolve;
   });
   handle.on('message', (msg: unknown) => {
     if (!isPeerReport(msg)) return;
-    if (msg.kind === 'ready') markReady();
+    if (msg.kind === 'ready') markReady(msg.address);
     else if (msg.kind === 'result') results.deliver(msg);
   });
   const died = new Promise<never>((_, reject) => {
@@ -103,8 +105,8 @@ async function supervise<H extends EventEmitter, T>(
     });
   });
   try {
-    await withTimeout(Promise.race([ready, died]), START_TIMEOUT_MS, `${what} start`);
-    const peer: Peer<H> = { handle, signal: trial.signal, result: () => results.next() };
+    const address = await withTimeout(Promise.race([ready, died]), START_TIMEOUT_MS, `${what} start`);
+    const peer: Peer<H> = { handle, address, signal: trial.signal, result: () => results.next() };
     return await withTimeout(Promise.race([fn(peer), died]), TRIAL_TIMEOUT_MS, what);
   } finally {
     trial.abort(new Error(`${what}: trial is over`));

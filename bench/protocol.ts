@@ -17,7 +17,8 @@ export interface SinkResult {
 }
 
 export type PeerReport =
-  | { readonly kind: 'ready' }
+  /** `address`: where the peer listens when it picked it itself (a UDP port, a zeromq endpoint). */
+  | { readonly kind: 'ready'; readonly address?: string }
   | SinkResult
   /** Flow-control credit: the sink has received `msgs` messages so far. */
   | { readonly kind: 'ack'; readonly msgs: number };

@@ -34,5 +34,7 @@ export interface MetricRow {
   rtt_p99_us: number | null;
   msgs_per_s: number | null;
   gbytes_per_s: number | null;
+  /** Datagrams lost in this row's trials (UDP transports that count them; see `ThroughputResult.lost`). */
+  lost?: number;
   error?: string;
 }

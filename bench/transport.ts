@@ -13,12 +13,18 @@ export interface Transport {
   /** Row label; `dvs-` prefixed names are compared against all others in `ratios`. */
   readonly name: string;
   /**
+   * What the row measures where that is not obvious from the name (e.g. how
+   * an unreliable transport is paced); the udp suite prints these under its tables.
+   */
+  readonly notes?: readonly string[];
+  /**
    * Ping-pong `size`-byte messages with an echoing peer. The implementation
    * warms up first (see `timeRoundTrips` in `rtt.ts`), then returns exactly
    * `iters` round-trip samples in microseconds, each taken with
    * `process.hrtime.bigint()` around one send + matching full-size reply.
+   * Transports over a lossy medium return an `RttResult` with their loss count.
    */
-  rtt(size: number, iters: number): Promise<number[]>;
+  rtt(size: number, iters: number): Promise<number[] | RttResult>;
   /**
    * Stream `size`-byte messages one way to a receiving peer, respecting the
    * transport's back-pressure so memory stays bounded: first for
@@ -26,8 +32,16 @@ export interface Transport {
    * receiver counts the measured messages and bytes itself and reports them;
    * the implementation must check that every byte sent arrived (`checkSink`).
    * `streamMeasured` (sender) and `Sink` (receiver) implement this protocol.
+   * Absent when the transport has no throughput row (its cells stay empty).
    */
-  throughput(size: number, opts: ThroughputOptions): Promise<ThroughputResult>;
+  throughput?(size: number, opts: ThroughputOptions): Promise<ThroughputResult>;
+}
+
+export interface RttResult {
+  /** Exactly `iters` round-trip samples in microseconds, as for a plain array. */
+  readonly samples: number[];
+  /** Datagrams lost during the trial, as the transport counts them (see `ThroughputResult.lost`). */
+  readonly lost?: number;
 }
 
 export interface ThroughputOptions {
@@ -46,4 +60,10 @@ export interface ThroughputResult {
    * inter-arrival gaps, so the rate is `msgs / seconds` (see `messageRate`).
    */
   readonly seconds: number;
+  /**
+   * Only transports over UDP: datagrams lost in the trial as the transport
+   * counts them (dvs: dropped on the wire, injected drops included, and
+   * recovered by retransmission; raw datagram baselines: never delivered).
+   */
+  readonly lost?: number;
 }

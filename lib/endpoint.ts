@@ -44,7 +44,9 @@ interface Receiver {
 interface PendingCall {
   dst: number;
   gen: number;
-  resolve(m: Message): void;
+  /** A send to a remote endpoint waiting for its node's acknowledgement (resolves with no message). */
+  ack: boolean;
+  resolve(m: Message | undefined): void;
   reject(e: Error): void;
   timer?: NodeJS.Timeout;
 }
@@ -73,6 +75,7 @@ export class Endpoint implements AsyncIterable<Message> {
   private sends: PendingSend[] = [];
   private closed = false;
   private scheduled = false;
+  private failedAsync = 0;
 
   /** @internal */
   constructor(
@@ -105,12 +108,17 @@ export class Endpoint implements AsyncIterable<Message> {
         // Common case without bookkeeping: a caller's buffer, copied once.
         const r = this.node._native.send(this._h, d, p, -1, 0);
         if (r === 0) return RESOLVED;
+        if (r > 0) return this.awaitAck(d, r, t);
         if (r !== EAGAIN || t === 0) return Promise.reject(this.err(r));
       }
       const args = this.args(p);
       if (this.sends.length === 0) {
         const r = this.node._native.send(this._h, d, args[0], args[1], args[2]);
         if (r === 0) return this.sent(args);
+        if (r > 0) {
+          this.sent(args);
+          return this.awaitAck(d, r, t);
+        }
         if (r !== EAGAIN || t === 0) return this.failArgs(args, r, true);
       } else if (t === 0) {
         return this.failArgs(args, EAGAIN, false);
@@ -129,19 +137,27 @@ export class Endpoint implements AsyncIterable<Message> {
     if (this.sends.length) return false;
     if (this.plainCopy(p)) {
       const r = this.node._native.send(this._h, d, p, -1, 0);
-      if (r === 0) return true;
+      if (r >= 0) return this.accepted(d, r);
       if (r === EAGAIN) return false;
       throw this.err(r);
     }
     const args = this.args(p);
     const r = this.node._native.send(this._h, d, args[0], args[1], args[2]);
-    if (r === 0) {
+    if (r >= 0) {
       this.sent(args);
-      return true;
+      return this.accepted(d, r);
     }
     this.failed(args);
     if (r === EAGAIN) return false;
     throw this.err(r);
+  }
+
+  /**
+   * Asynchronous sends to remote endpoints whose destination node refused them
+   * (after trySend() returned true); see trySend().
+   */
+  get failedSends(): number {
+    return this.failedAsync;
   }
 
   /** Blocking send (the thread waits); for synchronous programs and benchmarks. */
@@ -339,7 +355,7 @@ export class Endpoint implements AsyncIterable<Message> {
     const p = checkPayload(payload);
     this.checkOpen();
     const args = this.args(p);
-    const r = this.node._native.reply(this._h, this.dc, m.src, m._srcGen, m._callId, args[0], args[1], args[2]);
+    const r = this.node._native.reply(this._h, this.dc, m.src, m._srcGen, m._callId, args[0], args[1], args[2], m.srcNode);
     if (r !== 0) {
       this.failed(args);
       throw this.err(r, r === codes.EDVSPROCSTS ? `endpoint ${m.src} is no longer waiting for this reply` : undefined);
@@ -508,9 +524,10 @@ export class Endpoint implements AsyncIterable<Message> {
       if (s.timer) clearTimeout(s.timer);
       any = true;
       const args = s.args;
-      if (r === 0 || (s.call && r === EDSTDIED)) {
+      if (r === 0 || r > 0 || (s.call && r === EDSTDIED)) {
         this.sent(args);
         if (s.call) this.awaitReply(s.dst, s.timeoutMs).then(s.resolve, s.reject);
+        else if (r > 0) this.awaitAck(s.dst, r, s.timeoutMs).then(s.resolve, s.reject);
         else s.resolve(undefined);
       } else {
         this.failed(args);
@@ -520,12 +537,29 @@ export class Endpoint implements AsyncIterable<Message> {
     return any;
   }
 
-  private awaitReply(dst: number, t: number): Promise<Message> {
-    const s = this.node._scratch;
-    const id = s[layout.outCallId];
-    const gen = s[layout.outDstGen] >>> 0;
+  /** trySend() accepted a message: a remote one is settled later (its failures are counted in failedSends). */
+  private accepted(dst: number, r: number): true {
+    if (r > 0)
+      this.awaitAck(dst, r, -1).catch(() => {
+        this.failedAsync++;
+      });
+    return true;
+  }
+
+  /** A send to a remote endpoint completes when its node acknowledges it (an empty reply to id). */
+  private awaitAck(dst: number, id: number, t: number): Promise<void> {
+    return this.awaitReply(dst, t, id, 0, true) as Promise<unknown> as Promise<void>;
+  }
+
+  private awaitReply(
+    dst: number,
+    t: number,
+    id = this.node._scratch[layout.outCallId],
+    gen = this.node._scratch[layout.outDstGen] >>> 0,
+    ack = false,
+  ): Promise<Message> {
     return new Promise<Message>((resolve, reject) => {
-      const c: PendingCall = { dst, gen, resolve, reject };
+      const c: PendingCall = { dst, gen, ack, resolve: resolve as (m: Message | undefined) => void, reject };
       this.calls.set(id, c);
       this.node._waitInc();
       if (t === 0) {
@@ -575,6 +609,9 @@ export class Endpoint implements AsyncIterable<Message> {
         if (status !== 0) {
           if (s[base + Desc.Block] >= 0) native.release(this._h, s[base + Desc.Block]);
           c.reject(this.err(status, status === EDSTDIED ? `endpoint ${c.dst} died before replying` : undefined));
+        } else if (c.ack) {
+          if (s[base + Desc.Block] >= 0) native.release(this._h, s[base + Desc.Block]);
+          c.resolve(undefined);
         } else {
           c.resolve(this.msgFromDesc(i));
         }

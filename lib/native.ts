@@ -39,6 +39,67 @@ export interface NativeInfo {
   created: boolean;
   wake: 'doorbell' | 'thread';
   asyncSpinUs: number;
+  /** pid of the node agent serving this arena (0: none). */
+  agentPid: number;
+}
+
+/** What NativeEngine's constructor reads (lib/agent builds it). */
+export interface NativeEngineConfig {
+  node: number;
+  ns?: string;
+  host: string;
+  port: number;
+  incarnation: number;
+  mtu?: number;
+  windowBytes?: number;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+  spinUs?: number;
+  fault?: FaultOptions;
+  maxProcs?: number;
+  maxEndpoints?: number;
+  inboxCells?: number;
+  replyCells?: number;
+  poolMib?: number;
+}
+
+/** Fault injection in the transport (probabilities in [0, 1]). */
+export interface FaultOptions {
+  loss?: number;
+  dup?: number;
+  reorder?: number;
+  delayUs?: number;
+  jitterUs?: number;
+  seed?: number;
+}
+
+/** Engine events (engine.h EngineEvent::Type). */
+export const EngineEvent = { PeerUp: 1, PeerDown: 2, Control: 3, BindsChanged: 4, Warning: 5 } as const;
+
+export interface EngineEndpoint {
+  dc: number;
+  ep: number;
+  gen: number;
+  remote: boolean;
+  node: number;
+  pid: number;
+  msgsIn: number;
+  msgsOut: number;
+}
+
+export interface NativeEngine {
+  port(): number;
+  addPeer(node: number, host: string, port: number): void;
+  removePeer(node: number): void;
+  /** [dc, ep, gen, pid] per endpoint. */
+  setRemote(peer: number, eps: Uint32Array): void;
+  sendControl(peer: number, bytes: Uint8Array): void;
+  setFault(f: FaultOptions): void;
+  /** JSON (engine.cc refresh_stats). */
+  stats(): string;
+  endpoints(): EngineEndpoint[];
+  reap(): void;
+  close(): void;
 }
 
 /** What the addon's constructor reads: the public options, with the namespace as `ns`. */
@@ -51,6 +112,7 @@ export interface NativeNode {
   info(): NativeInfo;
   bind(dc: number, ep: number): number;
   close(h: number): number;
+  /** 0, an error code, or (the destination is on another node) the positive id of the pending acknowledgement. */
   send(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
   call(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
   callEnd(h: number): void;
@@ -59,7 +121,7 @@ export interface NativeNode {
   release(h: number, block: number): number;
   /** Frees the first n block ids of the scratch release area. */
   flushReleases(n: number): void;
-  reply(h: number, dc: number, caller: number, gen: number, callId: number, u8: Uint8Array | null, off: number, len: number): number;
+  reply(h: number, dc: number, caller: number, gen: number, callId: number, u8: Uint8Array | null, off: number, len: number, callerNode: number): number;
   notify(h: number, dst: number, bits: number): number;
   alloc(h: number, len: number): number;
   /** Frees an allocated (unsent) block of this process. */
@@ -89,6 +151,10 @@ interface NativeNodeObject extends NativeNode {
 
 interface Binding {
   NativeNode: new (opts: NativeAttachOptions, onWake: () => void) => NativeNodeObject;
+  NativeEngine: new (
+    cfg: NativeEngineConfig,
+    onEvent: (type: number, peer: number, incarnation: number, data: Buffer | string | undefined) => void,
+  ) => NativeEngine;
   setErrorFactory(f: (code: number, detail: string) => Error): void;
   lastErrorDetail(): string;
   layout: NativeLayout;

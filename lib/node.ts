@@ -3,6 +3,8 @@ import { DvsError, check } from './errors.js';
 import { Endpoint } from './endpoint.js';
 import { binding, layout, openNative, type NativeNode, type NativeStats } from './native.js';
 import { checkDc, checkEp, checkNode } from './validate.js';
+import { defaultNamespace, registerWithAgent } from './agent/control.js';
+import type { Socket } from 'node:net';
 
 export interface AttachOptions {
   /** Node number (0..1023); default 0, or $DVS_NODE. */
@@ -51,6 +53,7 @@ export class Node {
   private nrel = 0;
   private flushQueued = false;
   private detached = false;
+  private agentConn: Socket | null = null;
 
   /** @internal */
   constructor(opts: AttachOptions) {
@@ -73,6 +76,9 @@ export class Node {
     );
     this._ab = this._native.arena();
     this._scratch = new Int32Array(this._native.scratch());
+    // With a node agent serving this arena, keep a connection to it: it reaps
+    // this process the moment the connection closes.
+    if (this._native.info().agentPid) this.agentConn = registerWithAgent(defaultNamespace(namespace), this.id);
     // Waiting callers re-check that their destinations are alive; the timer
     // never keeps the process alive (the doorbell handle does, while waiting).
     this.timer = setInterval(() => this.checkPeers(), PEER_CHECK_MS);
@@ -105,6 +111,8 @@ export class Node {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this._native.detach();
+    this.agentConn?.destroy();
+    this.agentConn = null;
   }
 
   get isDetached(): boolean {

@@ -2,6 +2,7 @@
 #include "addon.h"
 
 #include "../include/dvs.h"
+#include "native_engine.h"
 #include "native_node.h"
 
 namespace dvs_addon {
@@ -41,6 +42,7 @@ static Napi::Value LastErrorDetail(const Napi::CallbackInfo &info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
   exports.Set("NativeNode", NativeNode::Init(env));
+  exports.Set("NativeEngine", NativeEngine::Init(env));
   exports.Set("setErrorFactory", Napi::Function::New(env, SetErrorFactory));
   exports.Set("lastErrorDetail", Napi::Function::New(env, LastErrorDetail));
   Napi::Object layout = Napi::Object::New(env);

@@ -423,6 +423,7 @@ Napi::Value NativeNode::Info(const Napi::CallbackInfo &info) {
   o.Set("created", node_->arena->created());
   o.Set("wake", mode_ == 1 ? "thread" : "doorbell");
   o.Set("asyncSpinUs", double(aspin_max_ns_) / 1000);
+  o.Set("agentPid", node_->arena->hdr()->agent_pid.load());
   o.Set("polls", double(polls_));
   o.Set("pollHits", double(poll_hits_));
   return o;
@@ -572,7 +573,9 @@ Napi::Value NativeNode::Reply(const Napi::CallbackInfo &info) {
   const void *data;
   uint32_t len, block;
   if (!payload_arg(info, 5, &data, &len, &block)) return info.Env().Undefined();
-  int r = dvs::reply_to(e, uint32_t(dc), caller, uint32_t(gen), uint32_t(call_id), data, len, block);
+  ARG_I32(caller_node, 8);
+  int r = dvs::reply_to(e, {uint32_t(dc), caller, uint32_t(gen), uint32_t(caller_node), uint32_t(call_id)}, data, len,
+                        block);
   if (block != kNone) note_taken(block);
   return Napi::Number::New(info.Env(), r);
 }
@@ -670,7 +673,13 @@ Napi::Value NativeNode::SendSync(const Napi::CallbackInfo &info) {
   for (;;) {
     int why = 0;
     int r = dvs::try_send(op.e, op.dst, op.data, op.len, op.block, &why);
-    if (r != EDVSAGAIN || timeout == 0 || (r = dvs::wait_space(op.e, op.dst, why, deadline))) return op_done(info, op, r);
+    if (r > 0) {  // remote: completes with the destination node's acknowledgement
+      if (op.block != kNone) note_taken(op.block);
+      return Napi::Number::New(info.Env(), dvs::wait_reply(op.e, uint32_t(r), op.dst, 0, deadline, -1, nullptr));
+    }
+    if (r != EDVSAGAIN || timeout == 0) return op_done(info, op, r);
+    if (why == dvs::kWaitCredits) return op_done(info, op, EDVSBUSY);
+    if ((r = dvs::wait_space(op.e, op.dst, why, deadline))) return op_done(info, op, r);
   }
 }
 
@@ -693,24 +702,11 @@ Napi::Value NativeNode::CallSync(const Napi::CallbackInfo &info) {
     if ((r = dvs::wait_space(e, op.dst, why, deadline))) return op_done(info, op, r);
   }
   if (op.block != kNone) note_taken(op.block);
-  for (;;) {
-    dvs_msg m;
-    while (dvs::try_take_replies(e, &m, 1) == 1) {
-      if (m.call_id_ == id) {
-        dvs::call_end(e);
-        write_msg(0, m);
-        return Napi::Number::New(info.Env(), 1);
-      }
-      // A late reply to a call this endpoint abandoned (lib/ does not mix sync
-      // and async calls on one endpoint, so it cannot belong to a pending one).
-      if (m.block_ != kNone) dvs::release_block(e, m.block_);
-    }
-    r = dvs::wait_work(e, dvs::kWorkReplies, deadline, spin, op.dst, gen);
-    if (r) {
-      dvs::call_end(e);
-      return Napi::Number::New(info.Env(), r);
-    }
-  }
+  dvs_msg m;
+  r = dvs::wait_reply(e, id, op.dst, gen, deadline, spin, &m);
+  if (r) return Napi::Number::New(info.Env(), r);
+  write_msg(0, m);
+  return Napi::Number::New(info.Env(), 1);
 }
 
 Napi::Value NativeNode::Reap(const Napi::CallbackInfo &info) {

@@ -10,15 +10,28 @@ using namespace dvs;
 
 namespace {
 
+// Waits after an EDVSAGAIN: for space, or (out of reply credits, which only
+// many abandoned calls in flight cause) for replies, dropping the late ones.
+int wait_retry(dvs_endpoint *ep, int32_t dst, int why, uint64_t deadline) {
+  if (why != kWaitCredits) return wait_space(ep, dst, why, deadline);
+  int r = wait_work(ep, kWorkReplies, deadline, -1, -1, 0);
+  if (r) return r;
+  dvs_msg stale;
+  while (try_take_replies(ep, &stale, 1) == 1) dvs_release(ep, &stale);
+  return 0;
+}
+
+// A send to a remote endpoint returns the id of its pending outcome: it
+// completes when the destination's node has accepted it into the mailbox.
 int send_blocking(dvs_endpoint *ep, int32_t dst, const void *data, uint32_t len, uint32_t block, int timeout_ms) {
   uint64_t deadline = deadline_after(timeout_ms);
   for (;;) {
     int why;
     int r = try_send(ep, dst, data, len, block, &why);
+    if (r > 0) return wait_reply(ep, uint32_t(r), dst, 0, deadline, -1, nullptr);
     if (r != EDVSAGAIN) return r;
     if (timeout_ms == 0) return EDVSAGAIN;
-    r = wait_space(ep, dst, why, deadline);
-    if (r) return r;
+    if ((r = wait_retry(ep, dst, why, deadline))) return r;
   }
 }
 
@@ -136,40 +149,15 @@ int dvs_call(dvs_endpoint *ep, int32_t dst, const void *req, uint32_t len, dvs_m
     if (r == 0 || r == EDVSDSTDIED) break;
     if (r != EDVSAGAIN) return r;
     if (timeout_ms == 0) return EDVSAGAIN;
-    if (why == kWaitCredits) {  // only reachable with many abandoned calls in flight
-      if ((r = wait_work(ep, kWorkReplies, deadline, -1, -1, 0))) return r;
-      dvs_msg stale;
-      while (try_take_replies(ep, &stale, 1) == 1) dvs_release(ep, &stale);
-      continue;
-    }
-    if ((r = wait_space(ep, dst, why, deadline))) return r;
+    if ((r = wait_retry(ep, dst, why, deadline))) return r;
   }
-  for (;;) {
-    dvs_msg m;
-    while (try_take_replies(ep, &m, 1) == 1) {
-      if (m.call_id_ == id) {
-        call_end(ep);
-        if (m.status) {
-          dvs_release(ep, &m);
-          return m.status;
-        }
-        *reply = m;
-        return 0;
-      }
-      dvs_release(ep, &m);  // a late reply to an abandoned call
-    }
-    r = wait_work(ep, kWorkReplies, deadline, -1, dst, dst_gen);
-    if (r) {
-      call_end(ep);  // abandoned: its credit returns now
-      return r;
-    }
-  }
+  return wait_reply(ep, id, dst, dst_gen, deadline, -1, reply);
 }
 
 int dvs_reply(dvs_endpoint *ep, const dvs_msg *call, const void *data, uint32_t len) {
   if (!valid_ep(ep) || !call || (len && !data)) return EDVSINVAL;
   if (call->kind != DVS_MSG_CALL) return EDVSPROCSTS;
-  return reply_to(ep, call->src_dc, call->src_ep, call->src_gen_, call->call_id_, data, len, kNone);
+  return reply_to(ep, {call->src_dc, call->src_ep, call->src_gen_, call->src_node, call->call_id_}, data, len, kNone);
 }
 
 int dvs_notify(dvs_endpoint *ep, int32_t dst, uint32_t bits) {

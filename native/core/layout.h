@@ -1,4 +1,4 @@
-// layout.h — the shared-memory arena layout (version 1). Every structure here
+// layout.h — the shared-memory arena layout (version 5). Every structure here
 // lives in the segment and is shared by all processes attached to the node,
 // so: fixed-size types only, no pointers (offsets instead), cache-line
 // alignment where producers and consumers would otherwise share a line.
@@ -12,7 +12,7 @@
 namespace dvs {
 
 constexpr uint64_t kMagic = 0x314e524153564431ULL;  // "1DVSARN1"
-constexpr uint32_t kLayoutVersion = 4;
+constexpr uint32_t kLayoutVersion = 5;
 // Each payload block is preceded by one cache line holding its owner word, so
 // that a producer and a consumer touch one line per block, not two.
 constexpr uint32_t kBlockHeader = 64;
@@ -24,6 +24,16 @@ constexpr uint32_t kNone = 0xffffffffu;
 enum ArenaState : uint32_t { kArenaInit = 0, kArenaReady = 1, kArenaUnlinked = 2 };
 enum ProcState : uint32_t { kProcFree = 0, kProcLive = 1 };
 enum EpState : uint32_t { kEpFree = 0, kEpBound = 1 };
+// What a bound slot stands for (EndpointSlot::kind):
+//   kEpLocal   an endpoint of a process on this node (its owner consumes the inbox);
+//   kEpRemote  a proxy for an endpoint on node `remote_node`: the agent's engine
+//              consumes the inbox and forwards over the cluster transport;
+//   kEpPeer    the route back to node `remote_node` (replies to its callers),
+//              keyed (kPeerDc, node); consumed by the engine as well.
+enum EpKind : uint32_t { kEpLocal = 0, kEpRemote = 1, kEpPeer = 2 };
+constexpr uint32_t kPeerDc = 0x80000000u;
+// Cell::flags
+constexpr uint32_t kCellAck = 1;  // a SEND to a remote endpoint: the sender waits for its outcome (a REPLY cell)
 enum CellKind : uint32_t { kKindSend = 1, kKindCall = 2, kKindReply = 3, kKindNotify = 4, kKindSkip = 5 };
 enum Ring : uint32_t { kInbox = 0, kReplies = 1 };
 
@@ -101,6 +111,9 @@ struct alignas(kLine) EndpointSlot {
   uint32_t keyed;     // 1 once (dc, ep) has been set and indexed
   uint32_t closed_gen;   // incarnation most recently unbound
   uint32_t closed_head;  // inbox position its owner had consumed up to (exclusive)
+  uint32_t kind;         // EpKind
+  std::atomic<uint32_t> remote_node;  // kEpRemote/kEpPeer: the node it stands for
+  std::atomic<uint32_t> remote_gen;   // kEpRemote: the endpoint's incarnation on that node
   // --- owner side (written by the owning process only) ---
   alignas(kLine) std::atomic<uint32_t> inbox_head;
   std::atomic<uint32_t> reply_head;
@@ -161,6 +174,9 @@ struct alignas(kLine) ArenaHeader {
   alignas(kLine) std::atomic<uint32_t> state;   // ArenaState
   uint32_t creator_pid;
   uint64_t created_ns;
+  std::atomic<uint32_t> bind_seq;    // bumped at every bind/unbind (the agent re-reads the table)
+  std::atomic<uint32_t> agent_pid;   // the node agent serving this arena (0 = none)
+  std::atomic<uint64_t> agent_start; // its start time (liveness, like ProcSlot::start_time)
   alignas(kLine) pthread_mutex_t lock;           // robust, process-shared
   alignas(kLine) std::atomic<uint32_t> index_version;  // seqlock for the index
   alignas(kLine) std::atomic<uint32_t> space_seq;      // futex: blocks freed

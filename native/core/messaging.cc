@@ -65,15 +65,6 @@ inline int stage_payload(dvs_endpoint *me, const void *data, uint32_t len, uint3
   return 0;
 }
 
-// What a producer writes into a claimed cell (everything but the position).
-struct Outgoing {
-  uint32_t kind, block, len;
-  int32_t src_ep;
-  uint32_t src_dc, src_gen, call_id;
-  int32_t status;
-  uint32_t dst_gen, bits;
-};
-
 // Fills a claimed cell, hands its block to the ring, publishes, wakes the consumer.
 void publish(dvs_node *n, const RingRef &r, uint32_t slot, uint32_t which, Cell *c, uint32_t pos, const Outgoing &m) {
   Arena &a = *n->arena;
@@ -83,12 +74,12 @@ void publish(dvs_node *n, const RingRef &r, uint32_t slot, uint32_t which, Cell 
   c->src_ep = m.src_ep;
   c->src_dc = m.src_dc;
   c->src_gen = m.src_gen;
-  c->src_node = n->node_id;
+  c->src_node = m.src_node;
   c->call_id = m.call_id;
   c->status = m.status;
   c->dst_gen = m.dst_gen;
   c->bits = m.bits;
-  c->flags = 0;
+  c->flags = m.flags;
   if (m.block != kNone) a.block(m.block)->owner.store(own_queued(which, slot, pos), std::memory_order_relaxed);
   ring_publish(r, c, pos);
   wake_consumer(n, a.endpoint(slot));
@@ -96,7 +87,7 @@ void publish(dvs_node *n, const RingRef &r, uint32_t slot, uint32_t which, Cell 
 
 // Puts a message from `me` into the inbox of `slot` (incarnation dst_gen).
 int enqueue(dvs_endpoint *me, uint32_t slot, uint32_t dst_gen, uint32_t kind, uint32_t block, uint32_t len,
-            uint32_t call_id, uint32_t bits, bool staged_here, int *why) {
+            uint32_t call_id, uint32_t bits, uint32_t flags, bool staged_here, int *why) {
   dvs_node *n = me->node;
   Arena &a = *n->arena;
   RingRef r = ring_ref(a, slot, kInbox);
@@ -107,12 +98,22 @@ int enqueue(dvs_endpoint *me, uint32_t slot, uint32_t dst_gen, uint32_t kind, ui
     *why = kWaitInbox;
     return EDVSAGAIN;
   }
-  publish(n, r, slot, kInbox, c, pos, {kind, block, len, me->ep, me->dc, me->gen, call_id, 0, dst_gen, bits});
+  publish(n, r, slot, kInbox, c, pos,
+          {kind, block, len, me->ep, me->dc, me->gen, n->node_id, call_id, 0, dst_gen, bits, flags});
   if (a.endpoint(slot)->gen.load(std::memory_order_acquire) != dst_gen)
     return handle_stranded(n, slot, dst_gen, pos) ? 0 : EDVSDSTDIED;
   return 0;
 }
 
+inline uint32_t next_call_id(dvs_endpoint *me) {
+  uint32_t id = me->next_call++;
+  if (me->next_call > 0x7fffffff) me->next_call = 1;
+  return id;
+}
+
+// Returns 0, a negative error, or (a SEND to a remote endpoint) the positive id
+// under which its outcome will arrive as a reply; such a send holds a reply
+// credit like a call.
 int send_kind(dvs_endpoint *me, int32_t dst, uint32_t kind, const void *data, uint32_t len, uint32_t block,
               uint32_t call_id, uint32_t bits, int *why, uint32_t *dst_gen = nullptr) {
   *why = kWaitNone;
@@ -125,16 +126,29 @@ int send_kind(dvs_endpoint *me, int32_t dst, uint32_t kind, const void *data, ui
   if ((r = resolve(me, dst, &slot, &gen))) return r;
   if (dst_gen) *dst_gen = gen;
   Arena &a = *me->node->arena;
+  uint32_t flags = 0;
+  if (kind == kKindSend && a.endpoint(slot)->kind == kEpRemote) {
+    if (me->outstanding >= a.hdr()->cfg.reply_cells) {
+      *why = kWaitCredits;
+      return EDVSAGAIN;
+    }
+    flags = kCellAck;
+  }
   if (ring_full(ring_ref(a, slot, kInbox))) {
     *why = kWaitInbox;
     return EDVSAGAIN;
   }
   bool staged_here = block == kNone;
   if ((r = stage_payload(me, data, len, &block, why))) return r;
-  r = enqueue(me, slot, gen, kind, block, len, call_id, bits, staged_here, why);
+  if (flags) call_id = next_call_id(me);
+  r = enqueue(me, slot, gen, kind, block, len, call_id, bits, flags, staged_here, why);
   if (r == 0) {
     EndpointSlot *mine = a.endpoint(me->slot);
     mine->msgs_out.store(mine->msgs_out.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  if (flags && (r == 0 || r == EDVSDSTDIED)) {  // a stranded one still gets its (error) outcome from the purge
+    me->outstanding++;
+    return int(call_id);
   }
   return r;
 }
@@ -143,8 +157,7 @@ void discard_stale(dvs_endpoint *me, Cell *c, uint32_t which, uint32_t head) {
   Arena &a = *me->node->arena;
   if (c->block != kNone && c->block < a.hdr()->total_blocks)
     slab_free_if(a, c->block, own_queued(which, me->slot, head));
-  if (which == kInbox && c->kind == kKindCall)
-    post_reply(me->node, c->src_dc, me->ep, c->src_ep, c->src_gen, c->call_id, nullptr, 0, kNone, EDVSDSTDIED);
+  if (which == kInbox && wants_reply(*c)) post_reply(me->node, reply_target(*c), me->ep, nullptr, 0, kNone, EDVSDSTDIED);
 }
 
 // Takes the published cell at head into a message (block now held by us).
@@ -208,8 +221,7 @@ int try_call(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint
     *why = kWaitCredits;
     return EDVSAGAIN;
   }
-  uint32_t id = me->next_call++;
-  if (me->next_call > 0x7fffffff) me->next_call = 1;
+  uint32_t id = next_call_id(me);
   int r = send_kind(me, dst, kKindCall, data, len, block, id, 0, why, dst_gen);
   if (r == 0 || r == EDVSDSTDIED) {
     me->outstanding++;  // a DSTDIED call still gets its (error) reply from the purge
@@ -316,6 +328,32 @@ int try_take_replies(dvs_endpoint *me, dvs_msg *out, int max) {
   return got;
 }
 
+int wait_reply(dvs_endpoint *me, uint32_t id, int32_t dst, uint32_t dst_gen, uint64_t deadline, int64_t spin_ns,
+               dvs_msg *reply) {
+  for (;;) {
+    dvs_msg m;
+    while (try_take_replies(me, &m, 1) == 1) {
+      if (m.call_id_ == id) {
+        call_end(me);
+        if (m.status || !reply) {
+          if (m.block_ != kNone) release_block(me, m.block_);
+          return m.status;
+        }
+        *reply = m;
+        return 0;
+      }
+      // A late reply to a call this endpoint abandoned (lib/ does not mix sync
+      // and async calls on one endpoint, so it cannot belong to a pending one).
+      if (m.block_ != kNone) release_block(me, m.block_);
+    }
+    int r = wait_work(me, kWorkReplies, deadline, spin_ns, dst, dst_gen);
+    if (r) {
+      call_end(me);  // abandoned: its credit returns now
+      return r;
+    }
+  }
+}
+
 int release_block(dvs_endpoint *me, uint32_t block) {
   dvs_node *n = me->node;
   Arena &a = *n->arena;
@@ -325,19 +363,31 @@ int release_block(dvs_endpoint *me, uint32_t block) {
   return 0;
 }
 
-int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32_t caller_gen, uint32_t call_id,
-               const void *data, uint32_t len, uint32_t block, int32_t status) {
+bool post_cell(dvs_node *n, uint32_t slot, uint32_t which, const Outgoing &m) {
+  RingRef r = ring_ref(*n->arena, slot, which);
+  uint32_t pos;
+  Cell *c;
+  if (!ring_claim(r, n->proc + 1, &pos, &c)) return false;
+  publish(n, r, slot, which, c, pos, m);
+  return true;
+}
+
+int post_reply(dvs_node *n, const ReplyTarget &t, int32_t from_ep, const void *data, uint32_t len, uint32_t block,
+               int32_t status) {
   Arena &a = *n->arena;
-  uint32_t s = ep_lookup(a, dc, caller);
+  // A caller on another node is reached through the route to its node (the engine forwards).
+  bool remote = t.node != n->node_id;
+  uint32_t s = remote ? ep_lookup(a, kPeerDc, int32_t(t.node)) : ep_lookup(a, t.dc, t.caller);
   bool staged_here = false;  // a block we allocate here is ours to free on failure; the caller's stays the caller's
   auto drop = [&](int code) {
     if (staged_here) slab_free_if(a, block, my_alloc_owner(n));
     return code;
   };
-  if (s == kNone) return drop(EDVSPROCSTS);
+  if (s == kNone) return drop(remote ? EDVSNOTCONN : EDVSPROCSTS);
   EndpointSlot *e = a.endpoint(s);
-  if (e->state.load(std::memory_order_acquire) != kEpBound || e->gen.load(std::memory_order_acquire) != caller_gen)
-    return drop(EDVSPROCSTS);
+  uint32_t slot_gen = e->gen.load(std::memory_order_acquire);
+  if (e->state.load(std::memory_order_acquire) != kEpBound || (!remote && slot_gen != t.caller_gen))
+    return drop(remote ? EDVSNOTCONN : EDVSPROCSTS);
   if (block == kNone && len) {
     // Replies never wait: a caller holds a reply credit for each call, so a
     // block shortage here is transient; try briefly, then report it.
@@ -349,27 +399,29 @@ int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32
     staged_here = true;
     memcpy(a.base() + a.block_offset(block), data, len);
   }
-  RingRef r = ring_ref(a, s, kReplies);
-  uint32_t pos;
-  Cell *c = nullptr;
-  bool claimed = false;
-  for (int i = 0; i < 1000 && !(claimed = ring_claim(r, n->proc + 1, &pos, &c)); i++) usleep(10);
-  if (!claimed) {
+  // Local: into the caller's reply ring. Remote: into the route's inbox, with
+  // the caller in `bits` and its incarnation in `src_gen`.
+  Outgoing m = remote ? Outgoing{kKindReply, block, len, from_ep, t.dc, t.caller_gen, n->node_id, t.call_id, status,
+                                 slot_gen, uint32_t(t.caller), 0}
+                      : Outgoing{kKindReply, block, len, from_ep, t.dc, 0, n->node_id, t.call_id, status, t.caller_gen,
+                                 0, 0};
+  uint32_t which = remote ? kInbox : kReplies;
+  bool posted = false;
+  for (int i = 0; i < 1000 && !(posted = post_cell(n, s, which, m)); i++) usleep(10);
+  if (!posted) {
     a.hdr()->dropped_replies.fetch_add(1, std::memory_order_relaxed);
     return drop(EDVSAGAIN);
   }
-  publish(n, r, s, kReplies, c, pos, {kKindReply, block, len, from_ep, dc, 0, call_id, status, caller_gen, 0});
   return 0;
 }
 
-int reply_to(dvs_endpoint *me, uint32_t dc, int32_t caller, uint32_t caller_gen, uint32_t call_id, const void *data,
-             uint32_t len, uint32_t block) {
+int reply_to(dvs_endpoint *me, const ReplyTarget &t, const void *data, uint32_t len, uint32_t block) {
   int r = check_common(me);
   if (r) return r;
   if (len > DVS_MAX_PAYLOAD) return EDVS2BIG;
-  if (dc != me->dc) return EDVSBADDCID;
+  if (t.dc != me->dc) return EDVSBADDCID;
   if (block != kNone && (r = check_alloc_block(me, block, len))) return r;
-  r = post_reply(me->node, dc, me->ep, caller, caller_gen, call_id, data, len, block, 0);
+  r = post_reply(me->node, t, me->ep, data, len, block, 0);
   if (r == 0) {
     EndpointSlot *mine = me->node->arena->endpoint(me->slot);
     mine->msgs_out.store(mine->msgs_out.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -377,16 +429,9 @@ int reply_to(dvs_endpoint *me, uint32_t dc, int32_t caller, uint32_t caller_gen,
   return r;
 }
 
-int notify(dvs_endpoint *me, int32_t dst, uint32_t bits) {
-  int r = check_common(me);
-  if (r) return r;
-  if (dst < 0 || dst > DVS_MAX_EP) return EDVSENDPOINT;
-  uint32_t slot, gen;
-  if ((r = resolve(me, dst, &slot, &gen))) return r;
-  if (!bits) return 0;
-  Arena &a = *me->node->arena;
-  EndpointSlot *e = a.endpoint(slot);
-  uint32_t key = uint32_t(me->ep) + 1;
+bool notify_slot(dvs_node *n, uint32_t slot, int32_t src_ep, uint32_t bits) {
+  EndpointSlot *e = n->arena->endpoint(slot);
+  uint32_t key = uint32_t(src_ep) + 1;
   NotifySlot *ns = nullptr;
   for (auto &cand : e->notify) {
     uint32_t s = cand.src.load(std::memory_order_acquire);
@@ -402,14 +447,26 @@ int notify(dvs_endpoint *me, int32_t dst, uint32_t bits) {
       }
     }
   }
-  if (!ns) {  // more distinct notifiers than slots: queue it as a message instead
-    int why;
-    return send_kind(me, dst, kKindNotify, nullptr, 0, kNone, 0, bits, &why);
-  }
+  if (!ns) return false;
   ns->bits.fetch_or(bits, std::memory_order_acq_rel);
   e->notify_pending.store(1, std::memory_order_release);
-  wake_consumer(me->node, e);
-  return 0;
+  wake_consumer(n, e);
+  return true;
+}
+
+int notify(dvs_endpoint *me, int32_t dst, uint32_t bits) {
+  int r = check_common(me);
+  if (r) return r;
+  if (dst < 0 || dst > DVS_MAX_EP) return EDVSENDPOINT;
+  uint32_t slot, gen;
+  if ((r = resolve(me, dst, &slot, &gen))) return r;
+  if (!bits) return 0;
+  // A remote endpoint's proxy forwards notifications as messages (the engine
+  // turns them back into notification bits on the destination's node).
+  if (me->node->arena->endpoint(slot)->kind == kEpLocal && notify_slot(me->node, slot, me->ep, bits)) return 0;
+  // More distinct notifiers than slots: queue it as a message instead.
+  int why;
+  return send_kind(me, dst, kKindNotify, nullptr, 0, kNone, 0, bits, &why);
 }
 
 bool has_work(dvs_endpoint *me, uint32_t mask) {

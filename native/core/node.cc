@@ -162,8 +162,14 @@ int node_reap_dead(dvs_node *n) {
 }
 
 int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out) {
+  return ep_bind_as(n, dc, ep, kEpLocal, 0, 0, out);
+}
+
+int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
+               dvs_endpoint **out) {
   if (n->forked) return EDVSDVSINIT;
-  if (dc > DVS_MAX_DC) return fail(EDVSBADDCID, "dc must be in [0, " + std::to_string(DVS_MAX_DC) + "]");
+  if (kind != kEpPeer && dc > DVS_MAX_DC)
+    return fail(EDVSBADDCID, "dc must be in [0, " + std::to_string(DVS_MAX_DC) + "]");
   if (ep < 0 || ep > DVS_MAX_EP) return fail(EDVSENDPOINT, "endpoint must be in [0, " + std::to_string(DVS_MAX_EP) + "]");
   Arena &a = *n->arena;
   lock_arena(n);
@@ -200,8 +206,12 @@ int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out) {
   e->msgs_out.store(0, std::memory_order_relaxed);
   e->wake.fetch_and(~3u, std::memory_order_relaxed);
   e->notify_pending.store(0, std::memory_order_relaxed);
+  e->kind = kind;
+  e->remote_node.store(remote_node, std::memory_order_relaxed);
+  e->remote_gen.store(remote_gen, std::memory_order_relaxed);
   uint32_t gen = e->gen.fetch_add(1, std::memory_order_acq_rel) + 1;
   e->state.store(kEpBound, std::memory_order_release);
+  a.hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);
   unlock_arena(n);
 
   auto *me = new dvs_endpoint();

@@ -63,6 +63,9 @@ int node_reap_dead(dvs_node *n);
 
 int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out);
 int ep_close(dvs_endpoint *me);
+// Binds a slot of another kind (EpKind): the agent's proxies and peer routes.
+int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
+               dvs_endpoint **out);
 
 // Checks a block handed in by the caller (zero-copy send/reply).
 int check_alloc_block(dvs_endpoint *me, uint32_t block, uint32_t len);
@@ -81,8 +84,19 @@ int try_receive(dvs_endpoint *me, int32_t src, dvs_msg *out, int max);
 // Fills up to `max` replies (any call id).
 int try_take_replies(dvs_endpoint *me, dvs_msg *out, int max);
 int release_block(dvs_endpoint *me, uint32_t block);
-int reply_to(dvs_endpoint *me, uint32_t dc, int32_t caller, uint32_t caller_gen, uint32_t call_id, const void *data,
-             uint32_t len, uint32_t block);
+// Waits for the reply to call `id` (or the outcome of a remote send, reply =
+// nullptr) and ends the call: 0 with *reply filled, or the error status.
+int wait_reply(dvs_endpoint *me, uint32_t id, int32_t dst, uint32_t dst_gen, uint64_t deadline, int64_t spin_ns,
+               dvs_msg *reply);
+// Where a reply goes: the caller (dc, ep, incarnation) on its node, and the call's id.
+struct ReplyTarget {
+  uint32_t dc;
+  int32_t caller;
+  uint32_t caller_gen;
+  uint32_t node;
+  uint32_t call_id;
+};
+int reply_to(dvs_endpoint *me, const ReplyTarget &t, const void *data, uint32_t len, uint32_t block);
 int notify(dvs_endpoint *me, int32_t dst, uint32_t bits);
 
 // What a waiter waits for.
@@ -106,11 +120,29 @@ void ring_proc(dvs_node *n, uint32_t p);
 
 }  // namespace dvs
 
-// ---- internal to the core (reaper.cc, messaging.cc, node.cc) ----
+// ---- internal to the core (reaper.cc, messaging.cc, node.cc, the engine) ----
 namespace dvs {
-// Posts a reply (or an error status) into a caller's reply ring.
-int post_reply(dvs_node *n, uint32_t dc, int32_t from_ep, int32_t caller, uint32_t caller_gen, uint32_t call_id,
-               const void *data, uint32_t len, uint32_t block, int32_t status);
+// What a producer writes into a claimed cell (everything but the position).
+struct Outgoing {
+  uint32_t kind, block, len;
+  int32_t src_ep;
+  uint32_t src_dc, src_gen, src_node, call_id;
+  int32_t status;
+  uint32_t dst_gen, bits, flags;
+};
+// Claims a cell of ring `which` of `slot` and publishes m into it (waking the
+// consumer); false when the ring is full. The block (if any) must be owned by the caller.
+bool post_cell(dvs_node *n, uint32_t slot, uint32_t which, const Outgoing &m);
+// A queued CALL, or a SEND to a remote endpoint, whose sender waits for an answer.
+inline bool wants_reply(const Cell &c) { return c.kind == kKindCall || (c.kind == kKindSend && (c.flags & kCellAck)); }
+inline ReplyTarget reply_target(const Cell &c) { return {c.src_dc, c.src_ep, c.src_gen, c.src_node, c.call_id}; }
+// ORs bits into slot's notification word for source src_ep and wakes its
+// consumer; false when all its notification slots are taken by other sources.
+bool notify_slot(dvs_node *n, uint32_t slot, int32_t src_ep, uint32_t bits);
+// Posts a reply (or an error status) to a caller: into its reply ring, or
+// through the route to its node when it is remote.
+int post_reply(dvs_node *n, const ReplyTarget &t, int32_t from_ep, const void *data, uint32_t len, uint32_t block,
+               int32_t status);
 // Under the arena lock:
 void unbind_locked(dvs_node *n, uint32_t slot);
 void purge_locked(dvs_node *n, uint32_t slot);

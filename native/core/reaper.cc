@@ -32,8 +32,7 @@ void purge_locked(dvs_node *n, uint32_t slot) {
     uint32_t head = r.head->load(std::memory_order_relaxed);
     while (Cell *c = ring_peek(r, head)) {
       if (c->block != kNone && c->block < a.hdr()->total_blocks) slab_free_if(a, c->block, own_queued(which, slot, head));
-      if (which == kInbox && c->kind == kKindCall)
-        post_reply(n, c->src_dc, e->ep, c->src_ep, c->src_gen, c->call_id, nullptr, 0, kNone, EDVSDSTDIED);
+      if (which == kInbox && wants_reply(*c)) post_reply(n, reply_target(*c), e->ep, nullptr, 0, kNone, EDVSDSTDIED);
       ring_pop(r, c, head);
       head++;
     }
@@ -46,6 +45,7 @@ void unbind_locked(dvs_node *n, uint32_t slot) {
   EndpointSlot *e = n->arena->endpoint(slot);
   if (e->state.load(std::memory_order_relaxed) != kEpBound) return;
   e->state.store(kEpFree, std::memory_order_release);
+  n->arena->hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);
   e->closed_head = e->inbox_head.load(std::memory_order_relaxed);
   e->closed_gen = e->gen.fetch_add(1, std::memory_order_acq_rel);
   purge_locked(n, slot);

@@ -1,0 +1,168 @@
+// engine.h — the agent's data plane: one thread that joins a node's arena to
+// the cluster transport. It consumes the inboxes of the node's proxy slots
+// (endpoints bound on other nodes) and peer routes (replies to callers on
+// other nodes), forwards them over net::Transport, and delivers what peers
+// send into the local endpoints' mailboxes. JS never touches a message; the
+// host (lib/agent through the addon) only steers it with commands and
+// receives control-plane events.
+#pragma once
+#include <netinet/in.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/node.h"
+#include "../net/transport.h"
+#include "pending_table.h"
+
+namespace dvs::engine {
+
+struct EngineConfig {
+  std::string ns;          // arena namespace ("" = $DVS_NAMESPACE or "default")
+  uint32_t node_id = 0;
+  uint32_t max_procs = 0, max_endpoints = 0, inbox_cells = 0, reply_cells = 0, pool_mib = 0;  // 0 = default
+  net::TransportConfig net;
+  uint32_t spin_us = 0;               // busy-poll this long after activity before sleeping
+  uint32_t park_bytes = 64u << 20;    // inbound messages held for full mailboxes, before back-pressuring the peer
+};
+
+// One endpoint bound on another node, as the directory reports it.
+struct RemoteEndpoint {
+  uint32_t dc;
+  int32_t ep;
+  uint32_t gen;
+  uint32_t pid;
+};
+
+struct EngineEvent {
+  enum Type : uint32_t { kPeerUp = 1, kPeerDown = 2, kControl = 3, kBindsChanged = 4, kWarning = 5 };
+  uint32_t type;
+  uint32_t peer;
+  uint64_t incarnation;
+  std::string data;
+};
+
+struct EngineCounters {
+  std::atomic<uint64_t> forwarded{0};      // messages taken from proxies/routes and handed to the transport
+  std::atomic<uint64_t> delivered{0};      // messages from peers put into local mailboxes / reply rings
+  std::atomic<uint64_t> parked{0};         // deliveries that had to wait for mailbox or arena space
+  std::atomic<uint64_t> notconn{0};        // callers/senders answered EDVSNOTCONN (peer down)
+  std::atomic<uint64_t> undeliverable{0};  // messages for endpoints not bound here (answered with an error)
+  std::atomic<uint64_t> late_replies{0};   // replies/outcomes nobody waits for any more (dropped)
+  std::atomic<uint64_t> bad_frames{0};     // malformed engine frames (dropped)
+};
+
+class Engine : public net::Handler {
+ public:
+  // Attaches to (creating if needed) the node's arena, binds the transport,
+  // starts the thread. nullptr + *err (DVS code in *code) on failure.
+  static std::unique_ptr<Engine> start(const EngineConfig &cfg, std::string *err, int *code);
+  ~Engine() override;
+  void stop();
+
+  // Thread-safe commands, applied by the engine thread in order.
+  void add_peer(uint32_t node, const sockaddr_in &addr);
+  void remove_peer(uint32_t node);
+  void set_remote_endpoints(uint32_t peer, std::vector<RemoteEndpoint> eps);
+  void send_control(uint32_t peer, std::string bytes);
+  void set_fault(const net::FaultConfig &f);
+  // Reclaims what dead processes of this node held (a client's control connection closed).
+  void reap();
+
+  // Events for the host. `cb` runs on the engine thread when events are queued;
+  // the host then drains them with next_event() on its own thread.
+  void set_event_callback(void (*cb)(void *), void *arg);
+  bool next_event(EngineEvent *out);
+
+  uint16_t port() const { return port_; }
+  dvs_node *node() const { return node_; }
+  const EngineCounters &counters() const { return counters_; }
+  // A JSON snapshot: transport and per-peer stats, proxies, counters (refreshed by the thread every ~50 ms).
+  std::string stats_json();
+
+  // net::Handler (engine thread)
+  bool on_message(uint32_t peer, const uint8_t *msg, uint32_t len) override;
+  void on_peer_up(uint32_t peer, uint64_t incarnation) override;
+  void on_peer_down(uint32_t peer) override;
+
+ private:
+  struct Proxy {
+    dvs_endpoint *e;
+    uint32_t peer;
+    uint32_t pid;
+  };
+  struct Parked {  // an inbound message waiting for space in a local mailbox
+    uint32_t peer;
+    std::vector<uint8_t> bytes;
+  };
+  struct Command {
+    enum Type { kAddPeer, kRemovePeer, kSetRemote, kControl, kFault, kReap } type;
+    uint32_t peer;
+    sockaddr_in addr;
+    std::vector<RemoteEndpoint> eps;
+    std::string bytes;
+    net::FaultConfig fault;
+  };
+
+  Engine() = default;
+  void run();
+  void apply_commands();
+  bool drain_outbound();
+  bool drain_slot(dvs_endpoint *e, uint32_t peer);
+  bool flush_backlog(uint32_t peer);
+  void answer_local(const ReplyTarget &t, int32_t from_ep, int32_t status);
+  void send_outcome(uint32_t peer, const struct Frame &f, int32_t status);
+  bool submit_or_backlog(uint32_t peer, const struct Frame &f, const uint8_t *payload, uint32_t len);
+  // 1 delivered, 0 no space (park), -1 answered with an error / dropped
+  int deliver(uint32_t peer, const struct Frame &f, const uint8_t *payload, uint32_t plen);
+  bool retry_parked();
+  void set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps);
+  void route_for(uint32_t peer, bool want);
+  void rebuild_owned();
+  void arm_and_sleep(uint64_t timeout_ns);
+  void emit(EngineEvent ev);
+  void refresh_stats();
+
+  EngineConfig cfg_;
+  dvs_node *node_ = nullptr;
+  std::unique_ptr<net::Transport> net_;
+  uint16_t port_ = 0;
+  int epfd_ = -1, cmdfd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+
+  std::mutex cmd_mu_;
+  std::deque<Command> cmds_;
+
+  std::mutex ev_mu_;
+  std::deque<EngineEvent> events_;
+  void (*ev_cb_)(void *) = nullptr;
+  void *ev_arg_ = nullptr;
+
+  std::mutex stats_mu_;
+  std::string stats_json_ = "{}";
+  uint64_t stats_at_ = 0;
+
+  // engine-thread state
+  std::unordered_map<uint64_t, Proxy> proxies_;          // (dc << 32 | ep) -> proxy
+  std::unordered_map<uint32_t, dvs_endpoint *> routes_;  // peer -> route slot (replies to its callers)
+  std::unordered_map<uint32_t, bool> peers_;             // member -> link up
+  std::vector<std::pair<dvs_endpoint *, uint32_t>> owned_;  // slots we consume, with their peer
+  std::unordered_map<uint32_t, std::deque<std::vector<uint8_t>>> backlog_;  // peer -> frames submit() refused
+  std::unordered_map<uint32_t, std::deque<Parked>> parked_;                 // local slot -> waiting deliveries
+  uint64_t parked_bytes_ = 0;
+  PendingTable pending_;
+  uint32_t bind_seq_ = 0;
+  uint32_t alloc_cursor_[kMaxClasses] = {};
+  EngineCounters counters_;
+  bool blocked_on_net_ = false;
+};
+
+}  // namespace dvs::engine
