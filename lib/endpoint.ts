@@ -3,7 +3,7 @@
 // synchronous spin variants for latency-critical loops.
 import { DvsError, codes } from './errors.js';
 import { Message } from './message.js';
-import { Desc, layout } from './native.js';
+import { Desc, Kind, layout } from './native.js';
 import type { Node } from './node.js';
 import {
   ANY,
@@ -580,11 +580,17 @@ export class Endpoint implements AsyncIterable<Message> {
     const c = this.calls.get(id);
     if (!c) return;
     this.calls.delete(id);
-    this.node._native.callEnd(this._h);
+    if (c.ack) this.node._native.callEnd(this._h, 0, 1);
+    else this.node._native.callEnd(this._h);
     this.node._waitDec();
     this.settle(c.timer, () => c.reject(e));
   }
 
+  /**
+   * Settles calls and remote sends from the reply ring. An acknowledgement
+   * cell covers `bits` consecutive ids (many sends, one cell); ids nobody
+   * waits for any more (abandoned) are skipped, their credit already returned.
+   */
   private drainReplies(): boolean {
     const native = this.node._native;
     const s = this.node._scratch;
@@ -592,30 +598,34 @@ export class Endpoint implements AsyncIterable<Message> {
     for (;;) {
       const n = native.replies(this._h, layout.maxBatch);
       if (n <= 0) return any;
+      let calls = 0;
+      let acks = 0;
       for (let i = 0; i < n; i++) {
         const base = layout.msgBase + i * layout.msgInts;
-        const id = s[base + Desc.CallId];
-        const c = this.calls.get(id);
-        if (!c) {  // a late reply to an abandoned call
-          if (s[base + Desc.Block] >= 0) native.release(this._h, s[base + Desc.Block]);
-          continue;
-        }
-        this.calls.delete(id);
-        native.callEnd(this._h);
-        this.node._waitDec();
-        if (c.timer) clearTimeout(c.timer);
-        any = true;
+        const first = s[base + Desc.CallId];
+        const count = s[base + Desc.Kind] === Kind.Reply ? Math.max(1, s[base + Desc.Bits] >>> 0) : 1;
         const status = s[base + Desc.Status];
-        if (status !== 0) {
-          if (s[base + Desc.Block] >= 0) native.release(this._h, s[base + Desc.Block]);
-          c.reject(this.err(status, status === EDSTDIED ? `endpoint ${c.dst} died before replying` : undefined));
-        } else if (c.ack) {
-          if (s[base + Desc.Block] >= 0) native.release(this._h, s[base + Desc.Block]);
-          c.resolve(undefined);
-        } else {
-          c.resolve(this.msgFromDesc(i));
+        let kept = false;
+        for (let k = 0; k < count; k++) {
+          const id = first + k;
+          const c = this.calls.get(id);
+          if (!c) continue;  // a late reply to an abandoned call
+          this.calls.delete(id);
+          if (c.ack) acks++;
+          else calls++;
+          this.node._waitDec();
+          if (c.timer) clearTimeout(c.timer);
+          any = true;
+          if (status !== 0) c.reject(this.err(status, status === EDSTDIED ? `endpoint ${c.dst} died before replying` : undefined));
+          else if (c.ack) c.resolve(undefined);
+          else {
+            kept = true;
+            c.resolve(this.msgFromDesc(i));
+          }
         }
+        if (!kept && s[base + Desc.Block] >= 0) native.release(this._h, s[base + Desc.Block]);
       }
+      if (calls || acks) native.callEnd(this._h, calls, acks);
       if (n < layout.maxBatch) return any;
     }
   }

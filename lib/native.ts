@@ -115,7 +115,8 @@ export interface NativeNode {
   /** 0, an error code, or (the destination is on another node) the positive id of the pending acknowledgement. */
   send(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
   call(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
-  callEnd(h: number): void;
+  /** Calls (default 1) and remote-send acknowledgements (default 0) settled or abandoned. */
+  callEnd(h: number, calls?: number, acks?: number): void;
   receive(h: number, from: number, max: number, releases: number): number;
   replies(h: number, max: number): number;
   release(h: number, block: number): number;

@@ -495,9 +495,15 @@ Napi::Value NativeNode::Call(const Napi::CallbackInfo &info) {
   return op_done(info, op, r);
 }
 
+// callEnd(h, calls = 1, acks = 0): calls and remote-send acknowledgements settled.
 Napi::Value NativeNode::CallEnd(const Napi::CallbackInfo &info) {
   dvs_endpoint *e = handle(info, 0);
-  if (e) dvs::call_end(e);
+  if (!e) return info.Env().Undefined();
+  int32_t calls = 1, acks = 0;
+  if (info.Length() > 1 && !i32_arg(info, 1, &calls)) calls = 1;
+  if (info.Length() > 2 && !i32_arg(info, 2, &acks)) acks = 0;
+  for (int32_t i = 0; i < calls; i++) dvs::call_end(e);
+  if (acks > 0) dvs::ack_end(e, uint32_t(acks));
   return info.Env().Undefined();
 }
 

@@ -128,7 +128,7 @@ int send_kind(dvs_endpoint *me, int32_t dst, uint32_t kind, const void *data, ui
   Arena &a = *me->node->arena;
   uint32_t flags = 0;
   if (kind == kKindSend && a.endpoint(slot)->kind == kEpRemote) {
-    if (me->outstanding >= a.hdr()->cfg.reply_cells) {
+    if (me->acks_out >= a.hdr()->cfg.reply_cells * kAckCreditsPerReplyCell) {
       *why = kWaitCredits;
       return EDVSAGAIN;
     }
@@ -147,7 +147,7 @@ int send_kind(dvs_endpoint *me, int32_t dst, uint32_t kind, const void *data, ui
     mine->msgs_out.store(mine->msgs_out.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   if (flags && (r == 0 || r == EDVSDSTDIED)) {  // a stranded one still gets its (error) outcome from the purge
-    me->outstanding++;
+    me->acks_out++;
     return int(call_id);
   }
   return r;
@@ -176,7 +176,7 @@ void take_cell(dvs_endpoint *me, Cell *c, dvs_msg *m) {
   m->status = c->status;
   m->call_id_ = c->call_id;
   m->src_gen_ = c->src_gen;
-  m->reserved_ = 0;
+  m->reserved_ = (c->kind == kKindReply && (c->flags & kCellAck)) ? 1 : 0;
   if (block != kNone && block < a.hdr()->total_blocks) {
     a.block(block)->owner.store(my_recv_owner(me->node), std::memory_order_relaxed);
     m->block_ = block;
@@ -233,6 +233,8 @@ int try_call(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint
 void call_end(dvs_endpoint *me) {
   if (me->outstanding) me->outstanding--;
 }
+
+void ack_end(dvs_endpoint *me, uint32_t n) { me->acks_out = me->acks_out > n ? me->acks_out - n : 0; }
 
 int try_receive(dvs_endpoint *me, int32_t src, dvs_msg *out, int max) {
   int r = check_common(me);
@@ -333,8 +335,9 @@ int wait_reply(dvs_endpoint *me, uint32_t id, int32_t dst, uint32_t dst_gen, uin
   for (;;) {
     dvs_msg m;
     while (try_take_replies(me, &m, 1) == 1) {
-      if (m.call_id_ == id) {
-        call_end(me);
+      if (reply_covers(m, id)) {
+        if (reply) call_end(me);
+        else ack_end(me, 1);
         if (m.status || !reply) {
           if (m.block_ != kNone) release_block(me, m.block_);
           return m.status;
@@ -348,7 +351,8 @@ int wait_reply(dvs_endpoint *me, uint32_t id, int32_t dst, uint32_t dst_gen, uin
     }
     int r = wait_work(me, kWorkReplies, deadline, spin_ns, dst, dst_gen);
     if (r) {
-      call_end(me);  // abandoned: its credit returns now
+      if (reply) call_end(me);  // abandoned: its credit returns now
+      else ack_end(me, 1);
       return r;
     }
   }

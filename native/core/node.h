@@ -46,6 +46,7 @@ struct dvs_endpoint {
   bool open = false;
   uint32_t next_call = 1;
   uint32_t outstanding = 0;    // calls awaiting a reply (reply-ring credits)
+  uint32_t acks_out = 0;       // sends to remote endpoints awaiting their acknowledgement
   uint32_t spin_ns = 20000;    // adaptive spin budget before sleeping
   std::deque<dvs_msg> deferred;  // received but skipped by a filtered receive
   Dst cache[64];
@@ -79,6 +80,16 @@ int try_send(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint
 int try_call(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, uint32_t *call_id,
              uint32_t *dst_gen, int *why);
 void call_end(dvs_endpoint *me);
+// A remote send's acknowledgement (or error) arrived, or its waiter gave up.
+void ack_end(dvs_endpoint *me, uint32_t n);
+// Acknowledgements arrive as REPLY cells with dvs_msg::reserved_ = 1 covering the
+// call ids [call_id_, call_id_ + bits) (bits >= 1): many sends, one cell.
+inline bool reply_covers(const dvs_msg &m, uint32_t id) {
+  return m.reserved_ == 1 ? id - m.call_id_ < (m.bits ? m.bits : 1) : m.call_id_ == id;
+}
+// In-flight remote sends per endpoint: success acknowledgements are ranges
+// (one reply cell for many), so this may exceed the reply ring.
+constexpr uint32_t kAckCreditsPerReplyCell = 4;
 // Fills up to `max` messages (notifications first, then the inbox in order).
 int try_receive(dvs_endpoint *me, int32_t src, dvs_msg *out, int max);
 // Fills up to `max` replies (any call id).

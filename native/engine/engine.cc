@@ -344,6 +344,7 @@ bool Engine::flush_backlog(uint32_t peer) {
 }
 
 void Engine::send_outcome(uint32_t peer, const Frame &f, int32_t status) {
+  flush_acks();  // answers to one sender stay in order
   auto it = peers_.find(peer);
   if (it == peers_.end() || !it->second) return;  // its waiters were failed when it went down
   Frame a = answer_to(f, status);
@@ -466,8 +467,29 @@ int Engine::deliver(uint32_t peer, const Frame &f, const uint8_t *payload, uint3
     return 0;
   }
   counters_.delivered.fetch_add(1, std::memory_order_relaxed);
-  if (f.kind == kFrameSend && (f.flags & kFrameAck)) send_outcome(peer, f, 0);
+  if (f.kind == kFrameSend && (f.flags & kFrameAck)) acknowledge(peer, f);
   return 1;
+}
+
+void Engine::acknowledge(uint32_t peer, const Frame &f) {
+  Frame &o = open_ack_.frame;
+  if (open_ack_.open && open_ack_.peer == peer && o.dc == f.dc && o.dst_ep == f.src_ep && o.dst_gen == f.src_gen &&
+      f.call_id == o.call_id + o.bits && o.bits < kMaxAckRange) {
+    o.bits++;
+    return;
+  }
+  flush_acks();
+  open_ack_.open = true;
+  open_ack_.peer = peer;
+  o = answer_to(f, 0);
+  o.bits = 1;
+}
+
+void Engine::flush_acks() {
+  if (!open_ack_.open) return;
+  open_ack_.open = false;
+  auto it = peers_.find(open_ack_.peer);
+  if (it != peers_.end() && it->second) submit_or_backlog(open_ack_.peer, open_ack_.frame, nullptr, 0);
 }
 
 bool Engine::on_message(uint32_t peer, const uint8_t *msg, uint32_t len) {
@@ -485,22 +507,34 @@ bool Engine::on_message(uint32_t peer, const uint8_t *msg, uint32_t len) {
       return true;
     case kFrameReply:
     case kFrameOutcome: {
+      // The caller must still be here and have room in its reply ring; if
+      // the ring is full (rare: credits bound it) the transport holds this.
+      uint32_t s = ep_lookup(a, f.dc, f.dst_ep);
+      if (s == kNone || a.endpoint(s)->state.load(std::memory_order_acquire) != kEpBound ||
+          a.endpoint(s)->gen.load(std::memory_order_acquire) != f.dst_gen) {
+        counters_.late_replies.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+      if (ring_full(ring_ref(a, s, kReplies))) return false;
       uint64_t mine = own_proc(kOwnAlloc, node_->proc, node_->proc_gen);
       uint32_t block = kNone;
       if (plen) {
         block = slab_alloc(a, plen, mine, alloc_cursor_);
-        if (block == kNone) return false;  // the transport holds it until blocks free up
+        if (block == kNone) return false;  // held until blocks free up
         memcpy(a.base() + a.block_offset(block), payload, plen);
       }
-      Pending p;
-      uint32_t s = kNone;
-      bool ok = pending_.take(f.dc, f.dst_ep, f.call_id, &p) && p.caller_gen == f.dst_gen && p.peer == peer &&
-                (s = ep_lookup(a, f.dc, f.dst_ep)) != kNone &&
-                a.endpoint(s)->gen.load(std::memory_order_acquire) == f.dst_gen &&
-                post_cell(node_, s, kReplies,
-                          {kKindReply, block, plen, f.src_ep, f.dc, 0, peer, f.call_id, f.status, f.dst_gen, 0, 0});
-      if (ok) {
-        counters_.delivered.fetch_add(1, std::memory_order_relaxed);
+      // An OUTCOME acknowledges `bits` consecutive sends (one cell for all).
+      uint32_t count = f.kind == kFrameOutcome && f.bits ? f.bits : 1;
+      uint32_t matched = 0;
+      for (uint32_t k = 0; k < count; k++) {
+        Pending p;
+        if (pending_.take(f.dc, f.dst_ep, f.call_id + k, &p) && p.caller_gen == f.dst_gen && p.peer == peer) matched++;
+      }
+      uint32_t flags = f.kind == kFrameOutcome ? kCellAck : 0;
+      if (matched && post_cell(node_, s, kReplies,
+                               {kKindReply, block, plen, f.src_ep, f.dc, 0, peer, f.call_id, f.status, f.dst_gen,
+                                f.kind == kFrameOutcome ? count : 0, flags})) {
+        counters_.delivered.fetch_add(matched, std::memory_order_relaxed);
       } else {
         counters_.late_replies.fetch_add(1, std::memory_order_relaxed);
         if (block != kNone) slab_free_if(a, block, mine);
@@ -552,6 +586,7 @@ void Engine::on_peer_up(uint32_t peer, uint64_t incarnation) {
 }
 
 void Engine::on_peer_down(uint32_t peer) {
+  if (open_ack_.open && open_ack_.peer == peer) open_ack_.open = false;
   auto it = peers_.find(peer);
   if (it != peers_.end()) it->second = false;
   backlog_.erase(peer);
@@ -602,6 +637,7 @@ void Engine::run() {
     drain_outbound();
     net_->flush();
     net_->on_readable();
+    flush_acks();
     uint64_t now = now_ns();
     uint64_t next = net_->tick(now);
     for (auto &[peer, q] : backlog_)
@@ -660,6 +696,9 @@ void Engine::refresh_stats() {
   num("badOversize", t.bad_oversize);
   num("badStranger", t.bad_stranger);
   num("badStale", t.bad_stale);
+  num("badChecksum", t.bad_checksum);
+  num("badSeq", t.bad_seq);
+  num("sendFailed", t.send_failed);
   num("faultDropped", t.fault_dropped);
   num("faultDuplicated", t.fault_duplicated);
   num("faultReordered", t.fault_reordered, false);

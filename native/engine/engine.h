@@ -20,6 +20,7 @@
 
 #include "../core/node.h"
 #include "../net/transport.h"
+#include "frame.h"
 #include "pending_table.h"
 
 namespace dvs::engine {
@@ -118,10 +119,13 @@ class Engine : public net::Handler {
   bool drain_slot(dvs_endpoint *e, uint32_t peer);
   bool flush_backlog(uint32_t peer);
   void answer_local(const ReplyTarget &t, int32_t from_ep, int32_t status);
-  void send_outcome(uint32_t peer, const struct Frame &f, int32_t status);
-  bool submit_or_backlog(uint32_t peer, const struct Frame &f, const uint8_t *payload, uint32_t len);
+  void send_outcome(uint32_t peer, const Frame &f, int32_t status);
+  // Success acknowledgements of consecutive sends from one sender become one OUTCOME frame.
+  void acknowledge(uint32_t peer, const Frame &f);
+  void flush_acks();
+  bool submit_or_backlog(uint32_t peer, const Frame &f, const uint8_t *payload, uint32_t len);
   // 1 delivered, 0 no space (park), -1 answered with an error / dropped
-  int deliver(uint32_t peer, const struct Frame &f, const uint8_t *payload, uint32_t plen);
+  int deliver(uint32_t peer, const Frame &f, const uint8_t *payload, uint32_t plen);
   bool retry_parked();
   void set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps);
   void route_for(uint32_t peer, bool want);
@@ -163,6 +167,11 @@ class Engine : public net::Handler {
   uint32_t alloc_cursor_[kMaxClasses] = {};
   EngineCounters counters_;
   bool blocked_on_net_ = false;
+  struct {
+    bool open = false;
+    uint32_t peer = 0;
+    Frame frame{};
+  } open_ack_;
 };
 
 }  // namespace dvs::engine

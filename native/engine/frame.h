@@ -18,6 +18,7 @@ enum FrameKind : uint32_t {
   kFrameControl = 6,  // opaque bytes for the agents' control plane (directory announcements...)
 };
 constexpr uint32_t kFrameAck = 1;
+constexpr uint32_t kMaxAckRange = 65536;  // OUTCOME: `bits` = how many consecutive call ids it acknowledges
 
 struct Frame {
   uint32_t kind;
@@ -44,6 +45,7 @@ inline bool parse_frame(const uint8_t *msg, uint32_t len, Frame *f, const uint8_
   if (f->dc > DVS_MAX_DC || *plen > DVS_MAX_PAYLOAD) return false;
   if (f->src_ep < 0 || f->src_ep > DVS_MAX_EP || f->dst_ep < 0 || f->dst_ep > DVS_MAX_EP) return false;
   if ((f->kind == kFrameNotify || f->kind == kFrameOutcome) && *plen) return false;
+  if (f->kind == kFrameOutcome && (f->bits > kMaxAckRange || (f->status && f->bits > 1))) return false;
   return true;
 }
 
