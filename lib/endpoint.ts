@@ -548,7 +548,8 @@ export class Endpoint implements AsyncIterable<Message> {
 
   /** A send to a remote endpoint completes when its node acknowledges it (an empty reply to id). */
   private awaitAck(dst: number, id: number, t: number): Promise<void> {
-    return this.awaitReply(dst, t, id, 0, true) as Promise<unknown> as Promise<void>;
+    const gen = this.node._scratch[layout.outDstGen] >>> 0;  // the proxy's incarnation (set by send)
+    return this.awaitReply(dst, t, id, gen, true) as Promise<unknown> as Promise<void>;
   }
 
   private awaitReply(

@@ -478,8 +478,10 @@ Napi::Value NativeNode::Send(const Napi::CallbackInfo &info) {
   Op op;
   if (!op_args(info, &op)) return info.Env().Undefined();
   int why = 0;
-  int r = dvs::try_send(op.e, op.dst, op.data, op.len, op.block, &why);
+  uint32_t gen = 0;
+  int r = dvs::try_send(op.e, op.dst, op.data, op.len, op.block, &why, &gen);
   scratch_[kOutWhy] = why;
+  if (r > 0) scratch_[kOutDstGen] = int32_t(gen);
   return op_done(info, op, r);
 }
 
@@ -678,10 +680,11 @@ Napi::Value NativeNode::SendSync(const Napi::CallbackInfo &info) {
   uint64_t deadline = dvs::deadline_after(timeout);
   for (;;) {
     int why = 0;
-    int r = dvs::try_send(op.e, op.dst, op.data, op.len, op.block, &why);
+    uint32_t gen = 0;
+    int r = dvs::try_send(op.e, op.dst, op.data, op.len, op.block, &why, &gen);
     if (r > 0) {  // remote: completes with the destination node's acknowledgement
       if (op.block != kNone) note_taken(op.block);
-      return Napi::Number::New(info.Env(), dvs::wait_reply(op.e, uint32_t(r), op.dst, 0, deadline, -1, nullptr));
+      return Napi::Number::New(info.Env(), dvs::wait_reply(op.e, uint32_t(r), op.dst, gen, deadline, -1, nullptr));
     }
     if (r != EDVSAGAIN || timeout == 0) return op_done(info, op, r);
     if (why == dvs::kWaitCredits) return op_done(info, op, EDVSBUSY);

@@ -27,8 +27,9 @@ int send_blocking(dvs_endpoint *ep, int32_t dst, const void *data, uint32_t len,
   uint64_t deadline = deadline_after(timeout_ms);
   for (;;) {
     int why;
-    int r = try_send(ep, dst, data, len, block, &why);
-    if (r > 0) return wait_reply(ep, uint32_t(r), dst, 0, deadline, -1, nullptr);
+    uint32_t gen = 0;
+    int r = try_send(ep, dst, data, len, block, &why, &gen);
+    if (r > 0) return wait_reply(ep, uint32_t(r), dst, gen, deadline, -1, nullptr);
     if (r != EDVSAGAIN) return r;
     if (timeout_ms == 0) return EDVSAGAIN;
     if ((r = wait_retry(ep, dst, why, deadline))) return r;

@@ -210,8 +210,9 @@ int ep_free_alloc(dvs_endpoint *me, uint32_t block) {
   return 0;
 }
 
-int try_send(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, int *why) {
-  return send_kind(me, dst, kKindSend, data, len, block, 0, 0, why);
+int try_send(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, int *why,
+             uint32_t *dst_gen) {
+  return send_kind(me, dst, kKindSend, data, len, block, 0, 0, why, dst_gen);
 }
 
 int try_call(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, uint32_t *call_id,

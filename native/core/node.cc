@@ -316,15 +316,17 @@ int verify_dst(dvs_endpoint *me, int32_t dst, uint32_t gen, uint32_t *gen_out) {
   uint32_t s = ep_lookup(a, me->dc, dst);
   if (s == kNone) return gen ? EDVSDSTDIED : EDVSNOTBIND;
   EndpointSlot *e = a.endpoint(s);
+  // A proxy that went away with its agent: the remote endpoint is unreachable, not dead.
+  int gone = e->kind != kEpLocal ? EDVSNOTCONN : gen ? EDVSDSTDIED : EDVSNOTBIND;
   uint32_t g = e->gen.load(std::memory_order_acquire);
-  if (e->state.load(std::memory_order_acquire) != kEpBound) return gen ? EDVSDSTDIED : EDVSNOTBIND;
-  if (gen && g != gen) return EDVSDSTDIED;
+  if (e->state.load(std::memory_order_acquire) != kEpBound) return gen ? gone : EDVSNOTBIND;
+  if (gen && g != gen) return gone;
   ProcSlot *owner = a.proc(e->owner_proc);
   if (owner->state.load(std::memory_order_acquire) != kProcLive || !pid_alive(pid_t(owner->pid), owner->start_time)) {
     lock_arena(n);
     reap_dead_locked(n);
     unlock_arena(n);
-    return gen ? EDVSDSTDIED : EDVSNOTBIND;
+    return gen ? gone : EDVSNOTBIND;
   }
   if (gen_out) *gen_out = g;
   return 0;

@@ -74,7 +74,10 @@ uint32_t ep_alloc(dvs_endpoint *me, uint32_t len);
 int ep_free_alloc(dvs_endpoint *me, uint32_t block);
 
 // block = kNone: copy `data`; else send the caller's allocated block.
-int try_send(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, int *why);
+// Returns 0, an error, or (remote destination) the id of the pending acknowledgement;
+// *dst_gen (optional) receives the destination slot's incarnation.
+int try_send(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, int *why,
+             uint32_t *dst_gen = nullptr);
 // Starts a call: takes a reply credit and sends a CALL; *call_id receives its
 // id and *dst_gen the destination's incarnation (for liveness checks).
 int try_call(dvs_endpoint *me, int32_t dst, const void *data, uint32_t len, uint32_t block, uint32_t *call_id,
@@ -155,8 +158,9 @@ bool notify_slot(dvs_node *n, uint32_t slot, int32_t src_ep, uint32_t bits);
 int post_reply(dvs_node *n, const ReplyTarget &t, int32_t from_ep, const void *data, uint32_t len, uint32_t block,
                int32_t status);
 // Under the arena lock:
-void unbind_locked(dvs_node *n, uint32_t slot);
-void purge_locked(dvs_node *n, uint32_t slot);
+// Unbinding or purging answers queued calls and remote sends with `err`.
+void unbind_locked(dvs_node *n, uint32_t slot, int32_t err = EDVSDSTDIED);
+void purge_locked(dvs_node *n, uint32_t slot, int32_t err = EDVSDSTDIED);
 void reap_proc_locked(dvs_node *n, uint32_t p);
 int reap_dead_locked(dvs_node *n);
 // After a send found its destination unbound behind its back: purges the

@@ -24,7 +24,7 @@ void lock_arena(dvs_node *n) {
 
 void unlock_arena(dvs_node *n) { n->arena->unlock(); }
 
-void purge_locked(dvs_node *n, uint32_t slot) {
+void purge_locked(dvs_node *n, uint32_t slot, int32_t err) {
   Arena &a = *n->arena;
   EndpointSlot *e = a.endpoint(slot);
   for (uint32_t which = 0; which < 2; which++) {
@@ -32,7 +32,7 @@ void purge_locked(dvs_node *n, uint32_t slot) {
     uint32_t head = r.head->load(std::memory_order_relaxed);
     while (Cell *c = ring_peek(r, head)) {
       if (c->block != kNone && c->block < a.hdr()->total_blocks) slab_free_if(a, c->block, own_queued(which, slot, head));
-      if (which == kInbox && wants_reply(*c)) post_reply(n, reply_target(*c), e->ep, nullptr, 0, kNone, EDVSDSTDIED);
+      if (which == kInbox && wants_reply(*c)) post_reply(n, reply_target(*c), e->ep, nullptr, 0, kNone, err);
       ring_pop(r, c, head);
       head++;
     }
@@ -41,14 +41,14 @@ void purge_locked(dvs_node *n, uint32_t slot) {
   arena_space_freed(n);
 }
 
-void unbind_locked(dvs_node *n, uint32_t slot) {
+void unbind_locked(dvs_node *n, uint32_t slot, int32_t err) {
   EndpointSlot *e = n->arena->endpoint(slot);
   if (e->state.load(std::memory_order_relaxed) != kEpBound) return;
   e->state.store(kEpFree, std::memory_order_release);
   n->arena->hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);
   e->closed_head = e->inbox_head.load(std::memory_order_relaxed);
   e->closed_gen = e->gen.fetch_add(1, std::memory_order_acq_rel);
-  purge_locked(n, slot);
+  purge_locked(n, slot, err);
   for (auto &ns : e->notify) {
     ns.bits.store(0, std::memory_order_relaxed);
     ns.src.store(0, std::memory_order_relaxed);
@@ -118,7 +118,9 @@ void reap_proc_locked(dvs_node *n, uint32_t p) {
   // 4. Its endpoints: unbound, queued messages freed, waiting callers told.
   for (uint32_t s = 0; s < h->cfg.max_endpoints; s++) {
     EndpointSlot *e = a.endpoint(s);
-    if (e->state.load(std::memory_order_relaxed) == kEpBound && e->owner_proc == p) unbind_locked(n, s);
+    // A dead agent's proxies: what waited in them never left this node (EDVSNOTCONN).
+    if (e->state.load(std::memory_order_relaxed) == kEpBound && e->owner_proc == p)
+      unbind_locked(n, s, e->kind == kEpLocal ? EDVSDSTDIED : EDVSNOTCONN);
   }
 
   ps->state.store(kProcFree, std::memory_order_release);
