@@ -42,8 +42,9 @@ export async function measure(transport: Transport, size: number, plan: Plan, wa
   const row: MetricRow = { transport: transport.name, size, rtt_p50_us: null, rtt_p99_us: null, msgs_per_s: null, gbytes_per_s: null };
   const errors: string[] = [];
   const what = `${transport.name} @ ${formatSize(size)}`;
-  const addLost = (lost: number | undefined): void => {
+  const addLost = (lost: number | undefined, retransmits?: number): void => {
     if (lost !== undefined) row.lost = (row.lost ?? 0) + lost;
+    if (retransmits !== undefined) row.retransmits = (row.retransmits ?? 0) + retransmits;
   };
   if (wanted.rtt) {
     try {
@@ -53,7 +54,7 @@ export async function measure(transport: Transport, size: number, plan: Plan, wa
       if (samples.length !== iters) throw new Error(`got ${samples.length} RTT samples, asked for ${iters}`);
       row.rtt_p50_us = round(median(samples), 3);
       row.rtt_p99_us = round(percentile(samples, 99), 3);
-      if (!Array.isArray(result)) addLost(result.lost);
+      if (!Array.isArray(result)) addLost(result.lost, result.retransmits);
     } catch (err) {
       errors.push(`rtt: ${message(err)}`);
     }
@@ -64,7 +65,7 @@ export async function measure(transport: Transport, size: number, plan: Plan, wa
       const rate = messageRate(result.msgs, result.seconds);
       row.msgs_per_s = Math.round(rate);
       row.gbytes_per_s = round((rate * size) / 1e9, 4);
-      addLost(result.lost);
+      addLost(result.lost, result.retransmits);
     } catch (err) {
       errors.push(`throughput: ${message(err)}`);
     }
@@ -80,5 +81,6 @@ export function summary(row: MetricRow): string {
   if (row.rtt_p50_us !== null) parts.push(`rtt p50 ${formatUs(row.rtt_p50_us)} µs`);
   if (row.msgs_per_s !== null) parts.push(`${formatRate(row.msgs_per_s)} msgs/s`);
   if (row.lost !== undefined) parts.push(`lost ${row.lost}`);
+  if (row.retransmits !== undefined) parts.push(`retransmits ${row.retransmits}`);
   return parts.length > 0 ? parts.join(', ') : 'not measured';
 }

@@ -16,6 +16,7 @@ const METRICS: readonly Metric[] = [
   { title: 'One-way throughput (msgs/s)', value: (r) => r.msgs_per_s, format: formatRate },
   { title: 'One-way throughput (GB/s)', value: (r) => r.gbytes_per_s, format: formatGBps },
   { title: 'Datagrams lost (RTT + throughput trials)', value: (r) => r.lost ?? null, format: String, optional: true },
+  { title: 'Retransmits (RTT + throughput trials)', value: (r) => r.retransmits ?? null, format: String, optional: true },
 ];
 
 /** One table per metric (rows = transports, columns = sizes), then any errors. */

@@ -36,5 +36,7 @@ export interface MetricRow {
   gbytes_per_s: number | null;
   /** Datagrams lost in this row's trials (UDP transports that count them; see `ThroughputResult.lost`). */
   lost?: number;
+  /** Datagrams the transport retransmitted in this row's trials (dvs cluster rows; see `ThroughputResult.retransmits`). */
+  retransmits?: number;
   error?: string;
 }

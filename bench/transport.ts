@@ -42,6 +42,8 @@ export interface RttResult {
   readonly samples: number[];
   /** Datagrams lost during the trial, as the transport counts them (see `ThroughputResult.lost`). */
   readonly lost?: number;
+  /** Retransmissions during the trial, as the transport counts them (see `ThroughputResult.retransmits`). */
+  readonly retransmits?: number;
 }
 
 export interface ThroughputOptions {
@@ -64,6 +66,11 @@ export interface ThroughputResult {
    * Only transports over UDP: datagrams lost in the trial as the transport
    * counts them (dvs: dropped on the wire, injected drops included, and
    * recovered by retransmission; raw datagram baselines: never delivered).
+   * The dvs cluster rows (`transports/dvs-udp.ts`) report messages sent and
+   * acknowledged that the receiver never got, by its sequence check: always 0
+   * for a reliable transport; their wire drops show in `retransmits`.
    */
   readonly lost?: number;
+  /** Only reliable transports over UDP (dvs): datagrams retransmitted in the trial (the agents' transport counters). */
+  readonly retransmits?: number;
 }

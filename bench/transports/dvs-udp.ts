@@ -1,23 +1,435 @@
 /**
- * HOOK for the dvs cluster transport (filled in by its author): the `udp`
- * suite measures whatever this returns, first in its tables, and compares
- * every `dvs-` row with every baseline of the same size (`ratios`).
+ * The dvs cluster rows of the `udp` suite: two `dvs agent` child processes on
+ * this machine talking reliable UDP over 127.0.0.1, the harness attached to
+ * node 1 as the client (endpoint 0/2) and a peer process (`peers/dvs-udp.ts`)
+ * attached to node 2 as the echo server or sink (endpoint 0/1).
  *
- * Expected rows, two agents on this machine talking over UDP on 127.0.0.1:
- * - `dvs-udp`: the default (async) API;
- * - `dvs-udp-spin`: the busy-polling sync API;
- * - `dvs-udp-loss5`: `dvs-udp` with 5 % of datagrams dropped on purpose
- *   (throughput and RTT under loss: retransmission at work).
- * Each is a `Transport` (see `../transport.ts`; `transports/dvs.ts` is the
- * shared-memory version to start from). Return `{ samples, lost }` from
- * `rtt` and `lost` in the `ThroughputResult`: datagrams dropped on the wire
- * (injected drops included) and recovered, as the transport counts them; the
- * suite adds them up into the row's `lost`. Every message must still arrive
- * (`checkSink`): dvs-udp is reliable.
+ * - `dvs-udp`: async API (call / send promises, the event loop), agents with
+ *   their defaults.
+ * - `dvs-udp-spin`: RTT with callSync/receiveSync busy-polling for SPIN.client
+ *   / SPIN.server µs, agents with `--spin-us SPIN.agent`. Throughput: the sink
+ *   spins in receiveSync; the sender uses the same windowed async sends as
+ *   `dvs-udp` (sendSync to a remote endpoint waits for its acknowledgement, so
+ *   it cannot pipeline).
+ * - `dvs-udp-loss5`: `dvs-udp` with `--fault loss=0.05` on both agents (each
+ *   datagram, data and acks alike, is dropped with probability 5 % on send).
+ *
+ * Every trial (one rtt() or throughput() call) starts its own agents (fresh
+ * namespace, free ports), waits until both see their peer up (control
+ * 'status') and the server endpoint answers a call (the directory has
+ * propagated; EDVSNOTBIND until then), measures, reads the agents' 'stats',
+ * then tears everything down: harness detaches, peer killed, agents SIGTERMed
+ * (SIGKILLed if they linger) and /dev/shm/dvs.<ns>.* checked to be gone.
+ *
+ * `lost` (must be 0): RTT, replies that did not carry the request's sequence
+ * number; throughput, data messages the sender sent (the promise of each
+ * settled: acknowledged by node 2) that the sink never received, from the
+ * sequence numbers the sink checks (u32 in the first 4 bytes). Duplicates,
+ * reordering, gaps or failed sends fail the trial instead. `retransmits`:
+ * the sum of the agents' per-peer transport retransmit counters at the end of
+ * the trial (warm-up included).
  */
-import type { Transport } from '../transport.js';
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { createSocket, type Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { readdirSync, unlinkSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { attach, type Endpoint } from '../../lib/index.js';
+import { controlRequest } from '../../lib/agent/control.js';
+import { withProcessPeer, type Peer } from '../peer.js';
+import { checkReply, checkSink, inFlightLimit, makePayload, type Role, type SinkResult } from '../protocol.js';
+import { timeRoundTrips, timeRoundTripsSync } from '../rtt.js';
+import { streamMeasured } from '../stream.js';
+import type { RttResult, ThroughputOptions, ThroughputResult, Transport } from '../transport.js';
+
+type Mode = 'async' | 'spin';
+
+interface Variant {
+  readonly name: string;
+  readonly mode: Mode;
+  /** Extra `dvs agent` flags for both agents. */
+  readonly agentArgs: readonly string[];
+}
+
+/**
+ * Spin budgets (µs) of the `-spin` row, measured on the 2-core dev VM (see
+ * docs/bench/udp-2026-11-25.json and the commit message): 4 threads (client,
+ * server, two engines) share 2 cores, so every spinner steals from the thread
+ * it waits for. Overridable for experiments: DVS_BENCH_UDP_SPIN=agent,client,server.
+ */
+const SPIN = spinBudgets(process.env.DVS_BENCH_UDP_SPIN ?? '50,200,200');
+
+function spinBudgets(text: string): { agent: number; client: number; server: number } {
+  const [agent, client, server] = text.split(',').map(Number);
+  if (![agent, client, server].every((n) => Number.isFinite(n) && n >= 0))
+    throw new Error(`DVS_BENCH_UDP_SPIN must be agent,client,server µs, got '${text}'`);
+  return { agent, client, server };
+}
+
+/**
+ * Unacknowledged sends the throughput sender keeps in flight: `inFlightLimit`
+ * (about 8 MiB, 8..1000 messages). It must stay at or below the 1024 ack
+ * credits an endpoint has by default (replyCells 256 × 4): beyond them an
+ * async send() retries in a busy loop on the event loop until acks return,
+ * which starves the engines on a small machine (see the commit message).
+ * DVS_BENCH_UDP_WINDOW caps it further, for experiments.
+ */
+const WINDOW_CAP = Number(process.env.DVS_BENCH_UDP_WINDOW ?? 1000);
+function windowFor(size: number): number {
+  return Math.max(1, Math.min(WINDOW_CAP, inFlightLimit(size)));
+}
+
+const MAIN_JS = fileURLToPath(new URL('../../lib/cli/main.js', import.meta.url));
+const SERVER_EP = 1;
+const CLIENT_EP = 2;
+const START_TIMEOUT_MS = 10_000;
+const STOP_TIMEOUT_MS = 3_000;
+/** The engine refreshes the stats it serves every 50 ms. */
+const STATS_SETTLE_MS = 120;
+const STDERR_TAIL = 2000;
+let trials = 0;
+
+// ------------------------------------------------------------------ agents
+
+/** The line naming the error in an agent's stderr (a thrown Error or the logger's JSON line), else its last line. */
+function errorLine(stderr: string): string {
+  const lines = stderr.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  return lines.find((line) => /^[A-Za-z]*Error\b/.test(line)) ?? [...lines].reverse().find((line) => /"level":"error"/.test(line)) ?? lines.at(-1) ?? '';
+}
+
+/** Two UDP ports on 127.0.0.1 that were free a moment ago (held together, so distinct). */
+async function freeUdpPorts(n: number): Promise<number[]> {
+  const sockets: Socket[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = createSocket('udp4');
+      sockets.push(s);
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.bind(0, '127.0.0.1', resolve);
+      });
+    }
+    return sockets.map((s) => s.address().port);
+  } finally {
+    await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+}
+
+interface Cluster {
+  readonly namespace: string;
+  /** Rejects when an agent exits before stop(). */
+  readonly died: Promise<never>;
+  /** Sum of the retransmit counters of both agents' transports. */
+  retransmits(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+interface PeerStatsJson {
+  retransmits?: number;
+}
+
+async function startCluster(agentArgs: readonly string[]): Promise<Cluster> {
+  const namespace = `bench-udp-${process.pid}-${trials++}`;
+  const [p1, p2] = await freeUdpPorts(2);
+  const procs: ChildProcess[] = [];
+  let stopping = false;
+  const diedWith: Promise<never>[] = [];
+  const spawnAgent = (node: number, port: number, peer: number, peerPort: number): void => {
+    const child = spawn(
+      process.execPath,
+      [MAIN_JS, 'agent', '--node', String(node), '--listen', `127.0.0.1:${port}`, '--peers', `${peer}=127.0.0.1:${peerPort}`,
+        '--namespace', namespace, '--log-level', 'warn', ...agentArgs],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+      stderr = (stderr + text).slice(-STDERR_TAIL);
+    });
+    procs.push(child);
+    const died = new Promise<never>((_, reject) => {
+      child.on('error', (err) => reject(new Error(`agent ${node} failed: ${err.message}`)));
+      child.on('close', (code, signal) => {
+        if (!stopping) reject(new Error(`agent ${node} exited (${signal ?? `code ${code}`}): ${errorLine(stderr)}`));
+      });
+    });
+    died.catch(() => {});
+    diedWith.push(died);
+  };
+  spawnAgent(1, p1, 2, p2);
+  spawnAgent(2, p2, 1, p1);
+  const died = Promise.race(diedWith);
+  died.catch(() => {});
+
+  const stop = async (): Promise<void> => {
+    stopping = true;
+    await Promise.all(
+      procs.map(async (child) => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        const exited = once(child, 'exit');
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+    const prefix = `dvs.${namespace}.`;
+    const left = readdirSync('/dev/shm').filter((f) => f.startsWith(prefix));
+    for (const f of left) unlinkSync(`/dev/shm/${f}`);
+    if (left.length > 0) throw new Error(`teardown left /dev/shm/${left.join(', /dev/shm/')} (removed)`);
+  };
+
+  const retransmits = async (): Promise<number> => {
+    await sleep(STATS_SETTLE_MS);
+    let total = 0;
+    for (const node of [1, 2]) {
+      const stats = (await controlRequest(namespace, node, 'stats')) as { peers?: PeerStatsJson[] };
+      for (const p of stats.peers ?? []) total += p.retransmits ?? 0;
+    }
+    return total;
+  };
+
+  try {
+    await Promise.race([waitForPeers(namespace), died]);
+  } catch (err) {
+    await stop().catch(() => {});
+    throw err;
+  }
+  return { namespace, died, retransmits, stop };
+}
+
+/** Polls both agents' 'status' until each sees its peer up. */
+async function waitForPeers(namespace: string): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  let last = 'no answer yet';
+  for (;;) {
+    let up = 0;
+    for (const node of [1, 2]) {
+      try {
+        const s = (await controlRequest(namespace, node, 'status', {}, 1000)) as { peers: { up: boolean }[] };
+        if (s.peers.length > 0 && s.peers.every((p) => p.up)) up++;
+        else last = `node ${node}: peer not up`;
+      } catch (err) {
+        last = err instanceof Error ? err.message : String(err);
+      }
+    }
+    if (up === 2) return;
+    if (Date.now() > deadline) throw new Error(`agents not up within ${START_TIMEOUT_MS} ms (${last})`);
+    await sleep(20);
+  }
+}
+
+/** Retries a call to the server until it answers (the directory has reached node 1). */
+async function waitReachable(ep: Endpoint, signal: AbortSignal): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    signal.throwIfAborted();
+    try {
+      const r = await ep.call(SERVER_EP, new Uint8Array(8), { timeoutMs: 1000 });
+      r.release();
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (Date.now() > deadline) throw new Error(`server endpoint not reachable within ${START_TIMEOUT_MS} ms: ${String(err)}`);
+      if (code !== 'EDVSNOTBIND' && code !== 'EDVSTIMEDOUT' && code !== 'EDVSNOTCONN') throw err;
+      await sleep(10);
+    }
+  }
+}
+
+/**
+ * One trial: agents, the harness attached to node 1 (endpoint CLIENT_EP),
+ * the peer attached to node 2 (SERVER_EP); `fn` runs once the server answers.
+ * Returns `fn`'s result and the agents' retransmit count.
+ */
+async function withCluster<T>(
+  v: Variant,
+  role: Role,
+  fn: (ep: Endpoint, peer: Peer<ChildProcess>) => Promise<T>,
+): Promise<{ value: T; retransmits: number }> {
+  const cluster = await startCluster(v.agentArgs);
+  let result: { value: T; retransmits: number } | undefined;
+  try {
+    const node = attach({ node: 1, namespace: cluster.namespace, create: false });
+    try {
+      result = await withProcessPeer(
+        'dvs-udp',
+        [role, v.mode, cluster.namespace, String(SERVER_EP), String(SPIN.server)],
+        'json',
+        async (peer) => {
+          const ep = node.bind(0, CLIENT_EP);
+          const run = async (): Promise<{ value: T; retransmits: number }> => {
+            await waitReachable(ep, peer.signal);
+            const value = await fn(ep, peer);
+            return { value, retransmits: await cluster.retransmits() };
+          };
+          return Promise.race([run(), cluster.died]);
+        },
+      );
+    } finally {
+      node.detach();
+    }
+  } finally {
+    await cluster.stop();
+  }
+  return result;
+}
+
+// ------------------------------------------------------------------ rtt
+
+function rtt(v: Variant, size: number, iters: number): Promise<RttResult & { retransmits: number }> {
+  if (size < 4) return Promise.reject(new Error('dvs-udp RTT needs messages of at least 4 B (sequence number)'));
+  return withCluster(v, 'echo', async (ep) => {
+    const payload = makePayload(size);
+    let seq = 0;
+    let lost = 0;
+    const check = (reply: Uint8Array): void => {
+      checkReply(reply, size);
+      const got = (reply[0] | (reply[1] << 8) | (reply[2] << 16) | (reply[3] << 24)) >>> 0;
+      if (got !== seq >>> 0) lost++;
+    };
+    if (v.mode === 'spin') {
+      const samples = timeRoundTripsSync(iters, () => {
+        payload.writeUInt32LE(++seq >>> 0, 0);
+        const r = ep.callSync(SERVER_EP, payload, { spinUs: SPIN.client });
+        check(r.payload);
+        r.release();
+      });
+      return { samples, lost };
+    }
+    const samples = await timeRoundTrips(iters, async () => {
+      payload.writeUInt32LE(++seq >>> 0, 0);
+      const r = await ep.call(SERVER_EP, payload);
+      check(r.payload);
+      r.release();
+    });
+    return { samples, lost };
+  }).then(({ value, retransmits }) => ({ ...value, retransmits }));
+}
+
+// ------------------------------------------------------------------ throughput
+
+/** What the sink reports (see peers/dvs-udp.ts). */
+interface SeqSinkResult extends SinkResult {
+  readonly received: number;
+  readonly nextSeq: number;
+  readonly missing: number;
+  readonly disorder: number;
+}
+
+/**
+ * Pipelined one-way sends with at most `window` unacknowledged (a send to a
+ * remote endpoint settles when node 2 has put it in the sink's mailbox).
+ * When the window is full the sender waits until it is down to ¾ (not
+ * empty, so the pipe never drains). Each message in flight has its own
+ * buffer (a ring of 2 × window): send() may queue a message by reference
+ * under back-pressure, so a buffer is only rewritten once its send settled.
+ */
+class WindowedSender {
+  private seq = 0;
+  private outstanding = 0;
+  private failure: unknown = undefined;
+  private wake: (() => void) | null = null;
+  private readonly ring: Buffer[];
+  private readonly low: number;
+
+  constructor(
+    private readonly ep: Endpoint,
+    size: number,
+    private readonly window: number,
+  ) {
+    this.ring = Array.from({ length: 2 * window }, () => makePayload(size));
+    this.low = Math.floor((window * 3) / 4);
+  }
+
+  /** Data messages handed to send() so far (= the next sequence number). */
+  get sent(): number {
+    return this.seq;
+  }
+
+  private readonly settled = (): void => {
+    this.outstanding--;
+    if (this.wake !== null && this.outstanding <= this.low) {
+      const w = this.wake;
+      this.wake = null;
+      w();
+    }
+  };
+
+  private readonly failed = (err: unknown): void => {
+    this.failure ??= err;
+    this.settled();
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  };
+
+  readonly send = (): true | Promise<unknown> => {
+    if (this.failure !== undefined) throw this.failure;
+    const buf = this.ring[this.seq % this.ring.length];
+    buf.writeUInt32LE(this.seq >>> 0, 0);
+    this.seq++;
+    this.outstanding++;
+    this.ep.send(SERVER_EP, buf).then(this.settled, this.failed);
+    if (this.outstanding < this.window) return true;
+    return new Promise<void>((resolve) => {
+      this.wake = resolve;
+    });
+  };
+
+  /** Waits until every send settled; throws the first failure. */
+  async drain(signal: AbortSignal): Promise<void> {
+    while (this.outstanding > 0) {
+      signal.throwIfAborted();
+      await sleep(1);
+    }
+    if (this.failure !== undefined) throw this.failure;
+  }
+}
+
+function throughput(v: Variant, size: number, opts: ThroughputOptions): Promise<ThroughputResult & { retransmits: number }> {
+  if (size < 4) return Promise.reject(new Error('dvs-udp throughput needs messages of at least 4 B (sequence number)'));
+  return withCluster(v, 'sink', async (ep, peer) => {
+    const sender = new WindowedSender(ep, size, windowFor(size));
+    const sent = await streamMeasured(opts, peer.signal, sender.send, () => ep.send(SERVER_EP));
+    await sender.drain(peer.signal);
+    const result = (await peer.result()) as SeqSinkResult;
+    const lost = sender.sent - result.received;
+    if (lost !== 0 || result.missing !== 0 || result.disorder !== 0 || result.nextSeq !== sender.sent)
+      throw new Error(
+        `BUG: sender's sends all settled (${sender.sent}), sink received ${result.received} ` +
+          `(gaps ${result.missing}, duplicates/reordered ${result.disorder}, next seq ${result.nextSeq})`,
+      );
+    return { ...checkSink(result, sent, size), lost };
+  }).then(({ value, retransmits }) => ({ ...value, retransmits }));
+}
+
+// ------------------------------------------------------------------ rows
+
+function dvsUdpTransport(v: Variant, notes: readonly string[]): Transport {
+  return {
+    name: v.name,
+    notes,
+    rtt: (size, iters) => rtt(v, size, iters),
+    throughput: (size, opts) => throughput(v, size, opts),
+  };
+}
 
 export function dvsUdpTransports(): Transport[] {
-  // Nothing yet: the cluster transport is being built.
-  return [];
+  const spinArgs = ['--spin-us', String(SPIN.agent)];
+  return [
+    dvsUdpTransport({ name: 'dvs-udp', mode: 'async', agentArgs: [] }, [
+      'dvs-udp: two `dvs agent` processes (UDP 127.0.0.1), harness = client on node 1, peer = server/sink on node 2; async API.',
+      `  Throughput: pipelined send() with ≤ min(${WINDOW_CAP}, 8 MiB / size) unacknowledged (an ack = node 2 queued it), refilled at ¾.`,
+      '  lost = messages acknowledged/sent that the sink never got (sequence-checked; must be 0); retransmits = agents\' transport counters.',
+    ]),
+    dvsUdpTransport({ name: 'dvs-udp-spin', mode: 'spin', agentArgs: spinArgs }, [
+      `dvs-udp-spin: agents --spin-us ${SPIN.agent}; RTT with callSync/receiveSync spinning ${SPIN.client}/${SPIN.server} µs;`,
+      '  throughput: sink spins in receiveSync, sender as dvs-udp (sendSync to a remote endpoint waits for each ack).',
+    ]),
+    dvsUdpTransport({ name: 'dvs-udp-loss5', mode: 'async', agentArgs: ['--fault', 'loss=0.05'] }, [
+      'dvs-udp-loss5: dvs-udp with --fault loss=0.05 on both agents (5 % of all datagrams dropped on send).',
+    ]),
+  ];
 }

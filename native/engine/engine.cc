@@ -565,8 +565,8 @@ bool Engine::retry_parked() {
     auto &q = it->second;
     while (!q.empty()) {
       Frame f;
-      const uint8_t *payload;
-      uint32_t plen;
+      const uint8_t *payload = nullptr;
+      uint32_t plen = 0;
       Parked &p = q.front();
       parse_frame(p.bytes.data(), uint32_t(p.bytes.size()), &f, &payload, &plen);  // validated on arrival
       if (deliver(p.peer, f, payload, plen) == 0) break;
