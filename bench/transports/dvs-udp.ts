@@ -54,12 +54,17 @@ interface Variant {
 }
 
 /**
- * Spin budgets (µs) of the `-spin` row, measured on the 2-core dev VM (see
- * docs/bench/udp-2026-11-25.json and the commit message): 4 threads (client,
- * server, two engines) share 2 cores, so every spinner steals from the thread
- * it waits for. Overridable for experiments: DVS_BENCH_UDP_SPIN=agent,client,server.
+ * Spin budgets (µs) of the `-spin` row: agent (`--spin-us`), client
+ * (callSync) and server (receiveSync). Picked by measuring on the 2-core dev
+ * VM (2026-11-25, quick runs, RTT p50 @ 64 B, agent,client,server):
+ * 0,0,0 127-144 · 0,20,20 165-197 · 0,50,50 200-356 · 20,50,50 189-354 ·
+ * 50,200,200 866 · 200,200,200 519 · 0,∞,∞ 223 · 50,∞,∞ 271 · 1000,∞,∞ 5352.
+ * Four threads (client, server, two engines) share 2 cores, so every spinner
+ * steals the core of the thread it waits for; the engines must not spin at
+ * all. 0,20,20 keeps a small spin in the sync calls (what the row is about)
+ * at a small cost. Overridable: DVS_BENCH_UDP_SPIN=agent,client,server.
  */
-const SPIN = spinBudgets(process.env.DVS_BENCH_UDP_SPIN ?? '50,200,200');
+const SPIN = spinBudgets(process.env.DVS_BENCH_UDP_SPIN ?? '0,20,20');
 
 function spinBudgets(text: string): { agent: number; client: number; server: number } {
   const [agent, client, server] = text.split(',').map(Number);
