@@ -20,7 +20,10 @@ import {
 const EAGAIN = codes.EDVSAGAIN;
 const EDSTDIED = codes.EDVSDSTDIED;
 const RESOLVED: Promise<void> = Promise.resolve();
+/** The core's WaitReason for "out of reply/acknowledgement credits" (native/core/node.h kWaitCredits). */
+const WAIT_CREDITS = 3;
 const encoder = new TextEncoder();
+const noop = (): void => {};
 
 export interface TimeoutOptions {
   /** Milliseconds; undefined = no limit; 0 = do not wait (EDVSAGAIN). */
@@ -501,7 +504,7 @@ export class Endpoint implements AsyncIterable<Message> {
     this.node._waitInc();
     if (this.sends.length === 1) {
       const why = this.node._scratch[layout.outWhy];
-      if (this.node._native.armSpace(this._h, dst, why) === 1 && !this.scheduled) {
+      if ((why === WAIT_CREDITS || this.node._native.armSpace(this._h, dst, why) === 1) && !this.scheduled) {
         this.scheduled = true;
         queueMicrotask(() => this._pump());
       }
@@ -516,7 +519,10 @@ export class Endpoint implements AsyncIterable<Message> {
       const [u8, off, len] = s.args;
       const r = s.call ? native.call(this._h, s.dst, u8, off, len) : native.send(this._h, s.dst, u8, off, len);
       if (r === EAGAIN) {
-        if (native.armSpace(this._h, s.dst, this.node._scratch[layout.outWhy]) === 1) continue;
+        const why = this.node._scratch[layout.outWhy];
+        // Out of acknowledgement credits: replies free them, and _pump waits for those.
+        if (why === WAIT_CREDITS) return any;
+        if (native.armSpace(this._h, s.dst, why) === 1) continue;
         return any;
       }
       this.sends.shift();
@@ -539,12 +545,19 @@ export class Endpoint implements AsyncIterable<Message> {
 
   /** trySend() accepted a message: a remote one is settled later (its failures are counted in failedSends). */
   private accepted(dst: number, r: number): true {
-    if (r > 0)
-      this.awaitAck(dst, r, -1).catch(() => {
-        this.failedAsync++;
-      });
+    if (r > 0) {
+      // No promise per message: a shared record whose outcome only counts failures.
+      const gen = this.node._scratch[layout.outDstGen] >>> 0;
+      this.calls.set(r, { dst, gen, ack: true, resolve: noop, reject: this.countFailure });
+      this.node._waitInc();
+      this.armSoon();
+    }
     return true;
   }
+
+  private readonly countFailure = (): void => {
+    this.failedAsync++;
+  };
 
   /** A send to a remote endpoint completes when its node acknowledges it (an empty reply to id). */
   private awaitAck(dst: number, id: number, t: number): Promise<void> {
