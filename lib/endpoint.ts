@@ -550,7 +550,7 @@ export class Endpoint implements AsyncIterable<Message> {
       const gen = this.node._scratch[layout.outDstGen] >>> 0;
       this.calls.set(r, { dst, gen, ack: true, resolve: noop, reject: this.countFailure });
       this.node._waitInc();
-      this.armSoon();
+      if (this.calls.size === 1) this.armSoon();  // the bell stays armed until it rings; _pump re-arms
     }
     return true;
   }
