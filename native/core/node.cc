@@ -316,8 +316,15 @@ int verify_dst(dvs_endpoint *me, int32_t dst, uint32_t gen, uint32_t *gen_out) {
   uint32_t s = ep_lookup(a, me->dc, dst);
   if (s == kNone) return gen ? EDVSDSTDIED : EDVSNOTBIND;
   EndpointSlot *e = a.endpoint(s);
-  // A proxy that went away with its agent: the remote endpoint is unreachable, not dead.
-  int gone = e->kind != kEpLocal ? EDVSNOTCONN : gen ? EDVSDSTDIED : EDVSNOTBIND;
+  // A proxy that went away with its agent (the agent died): the remote
+  // endpoint is unreachable, not dead. One its live agent closed: it is gone.
+  int gone = gen ? EDVSDSTDIED : EDVSNOTBIND;
+  if (e->kind != kEpLocal) {
+    ProcSlot *agent = a.proc(e->owner_proc);
+    bool agent_alive = agent->state.load(std::memory_order_acquire) == kProcLive && agent->gen == e->owner_gen &&
+                       pid_alive(pid_t(agent->pid), agent->start_time);
+    if (!agent_alive) gone = EDVSNOTCONN;
+  }
   uint32_t g = e->gen.load(std::memory_order_acquire);
   if (e->state.load(std::memory_order_acquire) != kEpBound) return gen ? gone : EDVSNOTBIND;
   if (gen && g != gen) return gone;

@@ -279,6 +279,15 @@ void Engine::set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps) {
   for (const RemoteEndpoint &r : eps) want[proxy_key(r.dc, r.ep)] = &r;
   for (auto it = proxies_.begin(); it != proxies_.end();) {
     if (it->second.peer == peer && !want.count(it->first)) {
+      // The endpoint is gone from that node: what was forwarded to it and
+      // still waits is answered now (before the proxy goes, so a caller that
+      // notices the unbind finds its answer already there).
+      uint32_t dc = it->second.e->dc;
+      int32_t ep = it->second.e->ep;
+      pending_.take_if([&](const Pending &p) { return p.peer == peer && p.dc == dc && p.dst == ep; },
+                       [&](const Pending &p) {
+                         answer_local({p.dc, p.caller, p.caller_gen, node_->node_id, p.call_id}, ep, EDVSDSTDIED);
+                       });
       ep_close(it->second.e);  // queued messages get EDVSDSTDIED
       delete it->second.e;
       it = proxies_.erase(it);
@@ -408,7 +417,7 @@ bool Engine::drain_slot(dvs_endpoint *e, uint32_t peer) {
         blocked_on_net_ = true;
         break;
       }
-      if (!is_route && wants_reply(*c)) pending_.put({c->src_dc, c->src_ep, c->call_id, c->src_gen, peer, 1});
+      if (!is_route && wants_reply(*c)) pending_.put({c->src_dc, c->src_ep, c->call_id, c->src_gen, peer, e->ep, 1});
       counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
     } else if (c->kind != kKindSkip && c->dst_gen != e->gen && !is_route && wants_reply(*c)) {
       answer_local(reply_target(*c), e->ep, EDVSDSTDIED);  // sent to an earlier incarnation of this proxy
@@ -591,7 +600,7 @@ void Engine::on_peer_down(uint32_t peer) {
   if (it != peers_.end()) it->second = false;
   backlog_.erase(peer);
   // Everything this node forwarded to the peer and still waits for fails now.
-  pending_.take_peer(peer, [&](const Pending &p) {
+  pending_.take_if([&](const Pending &p) { return p.peer == peer; }, [&](const Pending &p) {
     answer_local({p.dc, p.caller, p.caller_gen, node_->node_id, p.call_id}, 0, EDVSNOTCONN);
     counters_.notconn.fetch_add(1, std::memory_order_relaxed);
   });
@@ -615,8 +624,11 @@ void Engine::arm_and_sleep(uint64_t timeout_ns) {
   }
   if (work) return;
   epoll_event evs[4];
-  int ms = int((timeout_ns + 999999) / 1000000);
-  int n = epoll_wait(epfd_, evs, 4, ms);
+  // The transport's deadlines (delayed acknowledgements, loss detection) are
+  // sub-millisecond: sleep to the µs (epoll_pwait2), not rounded up to a ms.
+  timespec ts{time_t(timeout_ns / 1000000000ULL), long(timeout_ns % 1000000000ULL)};
+  int n = epoll_pwait2(epfd_, evs, 4, &ts, nullptr);
+  if (n < 0 && errno == ENOSYS) n = epoll_wait(epfd_, evs, 4, int((timeout_ns + 999999) / 1000000));
   for (int i = 0; i < n; i++) {
     if (evs[i].data.fd == node_->bell_rx) doorbell_drain(node_->bell_rx);
     if (evs[i].data.fd == cmdfd_) {

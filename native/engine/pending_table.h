@@ -15,6 +15,7 @@ struct Pending {
   uint32_t call_id;
   uint32_t caller_gen;
   uint32_t peer;
+  int32_t dst;  // the remote endpoint it went to
   uint32_t used;
 };
 
@@ -39,11 +40,11 @@ class PendingTable {
     return true;
   }
 
-  // Removes every entry for `peer`, calling f(entry) for each.
-  template <class F>
-  void take_peer(uint32_t peer, F f) {
+  // Removes every entry matching pred, calling f(entry) for each.
+  template <class P, class F>
+  void take_if(P pred, F f) {
     for (uint32_t i = 0; i < slots_.size();) {
-      if (slots_[i].used && slots_[i].peer == peer) {
+      if (slots_[i].used && pred(slots_[i])) {
         Pending p = slots_[i];
         erase_at(i);  // shifts a later entry into i: look at i again
         f(p);
