@@ -18,7 +18,7 @@ void RecvChannel::reset() {
     if (slot(s).buf >= 0) release(s);
   next_ = deliver_ = max_seen_ = 0;
   deliver_off_ = 0;
-  stored_ = 0;
+  stored_ = above_ = 0;
   blocked_ = false;
   echo_ = kNoEcho;
   reasm_active_ = reasm_ready_ = false;
@@ -37,6 +37,7 @@ void RecvChannel::store(uint64_t seq, const uint8_t *p, uint32_t len) {
   bufs_[b].assign(p, p + len);
   slot(seq) = Slot{b, len};
   stored_ += len;
+  if (seq >= next_) above_ += len;
   max_seen_ = std::max(max_seen_, seq + 1);
 }
 
@@ -109,10 +110,10 @@ bool RecvChannel::deliver(MessageSink &sink) {
   return was_ready || deliver_ != start || deliver_off_ != start_off;
 }
 
-RecvChannel::Result RecvChannel::on_data(uint64_t seq, const uint8_t *p, uint32_t len, MessageSink &sink) {
+RecvChannel::Result RecvChannel::on_data(uint64_t seq, const uint8_t *p, uint32_t len, uint64_t now_ns,
+                                         MessageSink &sink) {
   if (seq < next_ || (seq < max_seen_ && slot(seq).buf >= 0)) return Result::kDup;
   if (seq >= next_ + kSeqWindow) return Result::kOutOfWindow;
-  echo_ = seq;
   if (seq == next_ && deliver_ == next_ && !blocked_ && !reasm_ready_) {
     // In order with nothing pending: deliver straight from the receive buffer.
     uint32_t off = 0;
@@ -126,11 +127,17 @@ RecvChannel::Result RecvChannel::on_data(uint64_t seq, const uint8_t *p, uint32_
     }
   } else {
     // Slots are indexed from deliver_, so a held-up delivery also bounds the sequence range.
-    if (stored_ + len > window_ || seq >= deliver_ + kSeqWindow) return Result::kNoRoom;
+    // (A sender that obeys the advertised window never fills it; a stale
+    // window may, and then the datagram is dropped unacknowledged and resent.)
+    if (stored_ + len > window_ || seq >= deliver_ + kSeqWindow) {
+      return Result::kNoRoom;
+    }
     store(seq, p, len);
   }
-  while (next_ < max_seen_ && slot(next_).buf >= 0) next_++;
+  while (next_ < max_seen_ && slot(next_).buf >= 0) above_ -= slot(next_++).len;
   if (!blocked_ && deliver_ < next_) deliver(sink);
+  echo_ = seq;
+  echo_ns_ = now_ns;
   return Result::kNew;
 }
 

@@ -32,22 +32,36 @@ class RecvChannel {
 
   void init(uint32_t window_bytes);
   void reset();  // a new session: everything stored is dropped; sequence restarts at 0
-  // A validated DATA datagram (header + body).
-  Result on_data(uint64_t seq, const uint8_t *p, uint32_t len, MessageSink &sink);
+  // A validated DATA datagram (header + body) that arrived at now_ns.
+  Result on_data(uint64_t seq, const uint8_t *p, uint32_t len, uint64_t now_ns, MessageSink &sink);
   // Offers held messages again. Returns true when delivery made progress.
   bool deliver(MessageSink &sink);
 
   uint64_t cum() const { return next_; }
-  // The newest DATA sequence received since the last call (wire::kNoEcho if none).
-  uint64_t take_echo() {
+  // The newest DATA sequence received since the last call (wire::kNoEcho if
+  // none) and how long ago (µs before now_ns) it arrived.
+  uint64_t take_echo(uint64_t now_ns, uint32_t *delay_us) {
     uint64_t e = echo_;
     echo_ = wire::kNoEcho;
+    uint64_t d = e == wire::kNoEcho || now_ns < echo_ns_ ? 0 : (now_ns - echo_ns_) / 1000;
+    *delay_us = static_cast<uint32_t>(d > 0xffffffffu ? 0xffffffffu : d);
     return e;
   }
-  uint32_t window() const { return stored_ >= window_ ? 0 : window_ - stored_; }
+  // The advertised window: bytes the sender may have in flight beyond the
+  // cumulative ACK. Out-of-order datagrams are part of the sender's flight, so
+  // only the bytes stored below cum() (received in order, not yet delivered)
+  // shrink it; stored_ never exceeds window_ when the sender obeys it.
+  uint32_t window() const {
+    uint32_t below = stored_ - above_;
+    return below >= window_ ? 0 : window_ - below;
+  }
   bool held() const { return blocked_; }
+  // Datagrams above a missing one are stored (SACK ranges exist).
+  bool has_gap() const { return max_seen_ > next_; }
   // SACK ranges above cum(), at most max.
   uint32_t sack(wire::SackRange *out, uint32_t max) const;
+  // One past the highest sequence received, as an offset from cum() (0 = none above).
+  uint32_t high() const { return static_cast<uint32_t>(max_seen_ > next_ ? max_seen_ - next_ : 0); }
 
  private:
   struct Slot {
@@ -71,9 +85,10 @@ class RecvChannel {
   uint64_t deliver_ = 0;  // next datagram to deliver (<= next_)
   uint32_t deliver_off_ = 0;
   uint64_t max_seen_ = 0;  // one past the highest stored seq
-  uint32_t stored_ = 0;    // bytes held in slots (counted against the window)
+  uint32_t stored_ = 0;    // bytes held in slots
+  uint32_t above_ = 0;     // of which at sequences >= next_ (out of order)
   bool blocked_ = false;   // the Handler refused; wait for deliver()
-  uint64_t echo_ = wire::kNoEcho;
+  uint64_t echo_ = wire::kNoEcho, echo_ns_ = 0;
   std::vector<uint8_t> reasm_;
   uint32_t reasm_len_ = 0, reasm_have_ = 0;
   bool reasm_active_ = false, reasm_ready_ = false;

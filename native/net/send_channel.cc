@@ -14,7 +14,7 @@ constexpr uint32_t kMinTail = kChunkHeader + 16;  // a datagram with less room l
 constexpr uint32_t kFragStartMin = 256;  // a large message starts in the open datagram if this much fits
 constexpr uint64_t kDupThresh = 3;       // a hole with this many SACKed datagrams above it is lost
 constexpr uint32_t kMaxBackoff = 16;
-constexpr uint32_t kRtoBurst = 16;  // datagrams resent per timeout (the oldest unSACKed ones)
+constexpr uint32_t kRtoBurst = 64;  // datagrams resent per timeout (the oldest unSACKed ones)
 
 // Copies len bytes from an iovec cursor.
 struct IovReader {
@@ -49,6 +49,9 @@ uint64_t SendChannel::need_bytes(uint32_t len) const {
 
 void SendChannel::init(const SendConfig &cfg) {
   cfg_ = cfg;
+  // A delayed acknowledgement must never look like a loss: keep a margin.
+  cfg_.rto_min_us = std::max(cfg_.rto_min_us, cfg_.ack_delay_us + 500);
+  cfg_.rto_max_us = std::max(cfg_.rto_max_us, cfg_.rto_min_us);
   cap_ = std::max<uint64_t>(2ull * cfg.window_bytes, 2 * need_bytes(kMaxMessage));
   ring_.reset(new uint8_t[cap_]);
   meta_.assign(kSeqWindow, Meta{});
@@ -65,12 +68,16 @@ void SendChannel::reset(const Session &s) {
   peer_window_ = cfg_.window_bytes;
   backoff_ = 0;
   last_probe_ns_ = 0;
-  rack_ns_ = 0;
+  rack_stamp_ = 0;
+  sacked_end_ = 0;
+  unk_lo_ = unk_hi_ = 0;
+  rack_deadline_ = 0;
+  rto_ref_ns_ = 0;
 }
 
 uint32_t SendChannel::rto_us() const {
   uint64_t rto = srtt_us_ == 0 ? std::max<uint32_t>(cfg_.rto_min_us, cfg_.rto_max_us / 4)
-                               : srtt_us_ + std::max<uint32_t>(100, 4 * rttvar_us_);
+                               : uint64_t{srtt_us_} + std::max<uint32_t>(100, 4 * rttvar_us_) + cfg_.ack_delay_us;
   rto = std::max<uint64_t>(rto, cfg_.rto_min_us) << backoff_;
   return static_cast<uint32_t>(std::min<uint64_t>(rto, cfg_.rto_max_us));
 }
@@ -93,7 +100,6 @@ bool SendChannel::open_new() {
   if (cap_ - off < cfg_.mtu) pos += cap_ - off;  // never split a datagram across the wrap
   if (pos + cfg_.mtu - head_ > cap_ || next_ - base_ + 1 >= kSeqWindow) return false;
   tail_ = pos;
-  if (base_ == next_) head_ = pos;  // nothing kept: the padding is free too
   open_ = true;
   open_len_ = kHeaderSize;
   return true;
@@ -104,9 +110,8 @@ void SendChannel::close_open() {
   open_ = false;
   if (open_len_ == kHeaderSize) return;
   uint8_t *d = at(tail_);
-  write_header(d, kData, 0, session_, next_, open_len_ - kHeaderSize, 0);
-  seal(d, open_len_);
-  meta(next_) = Meta{tail_, 0, open_len_, 0, 0};
+  write_header(d, kData, 0, session_, next_, open_len_ - kHeaderSize, 0);  // sealed by emit_data()
+  meta(next_) = Meta{tail_, 0, 0, open_len_, 0, 0};
   next_++;
   tail_ += open_len_;
 }
@@ -158,8 +163,10 @@ void SendChannel::send_new(uint64_t now, Emitter &out) {
     Meta &m = meta(unsent_);
     // One datagram may exceed a (non-zero) window smaller than itself when nothing is in flight.
     if (inflight_ + m.len > limit && (inflight_ > 0 || limit == 0)) break;
-    out.emit(at(m.pos), m.len);
+    if (base_ == unsent_) rto_ref_ns_ = now;  // the timer starts with the flight
+    out.emit_data(at(m.pos), m.len);
     m.sent_ns = now;
+    m.stamp = ++stamp_;
     inflight_ += m.len;
     unsent_++;
   }
@@ -167,67 +174,119 @@ void SendChannel::send_new(uint64_t now, Emitter &out) {
 
 void SendChannel::retransmit(uint64_t seq, uint64_t now, Emitter &out) {
   Meta &m = meta(seq);
-  out.emit(at(m.pos), m.len);
+  out.emit_data(at(m.pos), m.len);
   m.sent_ns = now;
+  m.stamp = ++stamp_;
   m.retx++;
   retransmits++;
 }
 
-bool SendChannel::on_ack(uint64_t cum, uint32_t window, const uint8_t *body, uint64_t now, Emitter &out) {
+void SendChannel::delivered(Meta &m) {
+  rack_stamp_ = std::max(rack_stamp_, m.stamp);
+}
+
+// The reordering allowance: a datagram is lost when one sent after it has
+// arrived and this long has passed since it was sent (RACK, RFC 8985, with the
+// expected RTT folded in).
+uint64_t SendChannel::reo_ns() const {
+  uint64_t srtt = srtt_us_ ? srtt_us_ : 1000;
+  return (srtt + std::max<uint64_t>(srtt / 4, 100)) * 1000;
+}
+
+// Scans the unacknowledged datagrams for losses. A datagram is lost when a
+// datagram transmitted after it (stamp order) has arrived and either it is a
+// first transmission with kDupThresh datagrams SACKed above it (fast
+// retransmit) or reo_ns() has passed since it was sent (this also finds lost
+// retransmissions, once per round trip). First transmissions are stamped in
+// sequence order, so the scan stops at the first one sent after everything
+// known to have arrived.
+void SendChannel::detect_losses(uint64_t now, Emitter &out) {
+  rack_deadline_ = 0;
+  if (rack_stamp_ == 0) return;
+  uint64_t reo = reo_ns();
+  uint64_t end = std::min(sacked_end_, unsent_);  // above the highest SACK: the RTO's business
+  for (uint64_t s = base_; s < end; s++) {
+    if (s >= unk_lo_ && s < unk_hi_) {  // not reported: unknown
+      s = unk_hi_ - 1;
+      continue;
+    }
+    Meta &m = meta(s);
+    if (m.sacked) continue;
+    if (m.stamp > rack_stamp_) {
+      if (m.retx == 0) break;
+      continue;
+    }
+    if ((m.retx == 0 && s + kDupThresh < sacked_end_) || now >= m.sent_ns + reo) {
+      retransmit(s, now, out);
+    } else if (rack_deadline_ == 0 || m.sent_ns + reo < rack_deadline_) {
+      rack_deadline_ = m.sent_ns + reo;
+    }
+  }
+}
+
+bool SendChannel::on_ack(uint64_t cum, uint32_t window, uint64_t echo, uint32_t echo_delay_us, const uint8_t *sack,
+                         uint64_t now, Emitter &out) {
   if (cum > unsent_) return false;
-  if (cum < base_) return true;  // an older ACK overtaken by a newer one
-  uint64_t echo = ack_echo(body);
-  if (echo < unsent_ && echo >= base_ && meta(echo).retx == 0) rtt_sample(now - meta(echo).sent_ns);  // Karn
+  if (cum < base_) return true;  // an older acknowledgement overtaken by a newer one
+  if (echo >= base_ && echo < unsent_ && meta(echo).retx == 0) {  // Karn
+    // The receiver held the acknowledgement echo_delay_us: not part of the path's RTT.
+    uint64_t raw = now - std::min(now, meta(echo).sent_ns), held = uint64_t{echo_delay_us} * 1000;
+    rtt_sample(raw > held ? raw - held : raw);
+  }
+  bool progress = false;
   if (cum > base_) {
     for (uint64_t s = base_; s < cum; s++) {
       Meta &m = meta(s);
       inflight_ -= m.len;
-      if (!m.sacked) rack_ns_ = std::max(rack_ns_, m.sent_ns);
+      if (!m.sacked) delivered(m);
     }
     base_ = cum;
-    backoff_ = 0;
-    head_ = base_ < next_ ? meta(base_).pos : tail_;
+    progress = true;
   }
   if (window > peer_window_ && base_ == unsent_) backoff_ = 0;  // a reopened window ends probe backoff
   peer_window_ = window;
-  uint32_t n = ack_range_count(body);
-  uint64_t highest = 0;
+  sacked_end_ = std::max(sacked_end_, base_);
+  uint32_t n = sack ? ack_range_count(sack) : 0;
   for (uint32_t i = 0; i < n; i++) {
-    SackRange r = ack_range(body, i);
+    SackRange r = ack_range(sack, i);
     uint64_t lo = cum + r.start, hi = std::min<uint64_t>(cum + r.end, unsent_);
     for (uint64_t s = lo; s < hi; s++) {
       Meta &m = meta(s);
-      if (!m.sacked) rack_ns_ = std::max(rack_ns_, m.sent_ns);
-      m.sacked = 1;
-    }
-    if (hi > lo) highest = hi;
-  }
-  // Holes below SACKed data are NAKs. A hole is lost when kDupThresh later
-  // datagrams arrived (first transmission), or when a datagram sent more than
-  // a reordering allowance after its last transmission has arrived (RACK: this
-  // also finds lost retransmissions without waiting for the timeout).
-  uint64_t reo_ns = std::max<uint64_t>(srtt_us_ / 8, 100) * 1000;
-  uint64_t hole = cum;
-  for (uint32_t i = 0; i < n && hole < highest; i++) {
-    uint64_t lo = std::min(cum + ack_range(body, i).start, highest);
-    for (; hole < lo; hole++) {
-      Meta &m = meta(hole);
       if (m.sacked) continue;
-      if ((m.retx == 0 && hole + kDupThresh < highest) || m.sent_ns + reo_ns < rack_ns_)
-        retransmit(hole, now, out);
+      m.sacked = 1;
+      delivered(m);
+      progress = true;
     }
-    hole = cum + ack_range(body, i).end;
+    if (hi > lo) sacked_end_ = std::max(sacked_end_, hi);
   }
+  if (sack) {
+    unk_lo_ = n ? cum + ack_range(sack, n - 1).end : cum;
+    unk_hi_ = std::max(unk_lo_, cum + ack_high(sack));
+  }
+  if (progress) {
+    backoff_ = 0;
+    rto_ref_ns_ = now;
+  }
+  // Only a pure ACK reports the receiver's whole state (the SACK ranges): the
+  // acknowledgement on DATA runs ahead of it and would make datagrams that
+  // did arrive look lost. The receiver sends a pure ACK whenever it has a hole.
+  if (sack && base_ < unsent_) detect_losses(now, out);
+  if (base_ == unsent_) rack_deadline_ = 0;
   send_new(now, out);
   return true;
 }
 
 uint64_t SendChannel::on_timer(uint64_t now, Emitter &out, bool *probe) {
   *probe = false;
+  uint64_t wait = UINT64_MAX;
+  if (rack_deadline_ != 0 && now >= rack_deadline_) detect_losses(now, out);
+  if (rack_deadline_ != 0) wait = rack_deadline_ - now;
   uint64_t rto_ns = static_cast<uint64_t>(rto_us()) * 1000;
   if (base_ < unsent_) {
-    Meta &oldest = meta(base_);
-    if (now >= oldest.sent_ns + rto_ns) {
+    // Nothing acknowledged for an RTO: resend the oldest unSACKed datagrams
+    // not sent within the RTO (the ACKs of what arrives then drive the rest
+    // through detect_losses). Backoff grows only while no ACK makes progress.
+    if (now >= rto_ref_ns_ + rto_ns) {
       uint32_t budget = kRtoBurst;
       for (uint64_t s = base_; s < unsent_ && budget > 0; s++) {
         Meta &m = meta(s);
@@ -237,9 +296,10 @@ uint64_t SendChannel::on_timer(uint64_t now, Emitter &out, bool *probe) {
         }
       }
       if (backoff_ < kMaxBackoff) backoff_++;
+      rto_ref_ns_ = now;
       rto_ns = static_cast<uint64_t>(rto_us()) * 1000;
     }
-    return oldest.sent_ns + rto_ns - std::min(now, oldest.sent_ns + rto_ns);
+    return std::min(wait, rto_ref_ns_ + rto_ns - now);
   }
   if (unsent_ < next_) {  // data waits for the peer's window: probe it
     if (now >= last_probe_ns_ + rto_ns) {
@@ -248,9 +308,9 @@ uint64_t SendChannel::on_timer(uint64_t now, Emitter &out, bool *probe) {
       if (backoff_ < kMaxBackoff) backoff_++;
       rto_ns = static_cast<uint64_t>(rto_us()) * 1000;
     }
-    return last_probe_ns_ + rto_ns - now;
+    return std::min(wait, last_probe_ns_ + rto_ns - now);
   }
-  return UINT64_MAX;
+  return wait;
 }
 
 }  // namespace dvs::net

@@ -19,7 +19,9 @@ namespace dvs::net {
 // Where a channel's datagrams go (the transport: fault injection, socket batch).
 class Emitter {
  public:
-  virtual void emit(const uint8_t *p, uint32_t len) = 0;
+  // A DATA datagram in the ring, header written but not sealed: the transport
+  // fills in the acknowledgement of the reverse direction, seals and queues it.
+  virtual void emit_data(uint8_t *p, uint32_t len) = 0;
 
  protected:
   ~Emitter() = default;
@@ -27,6 +29,7 @@ class Emitter {
 
 struct SendConfig {
   uint32_t mtu = 1472, window_bytes = 4 << 20, rto_min_us = 1000, rto_max_us = 200000;
+  uint32_t ack_delay_us = 300;  // the peer may hold an acknowledgement this long (added to the RTO)
 };
 
 class SendChannel {
@@ -44,14 +47,24 @@ class SendChannel {
   void close_open();
   // Sends the closed, unsent datagrams the windows allow.
   void send_new(uint64_t now, Emitter &out);
-  // An ACK: cum = next expected sequence, window = receiver's free bytes,
-  // body = validated ACK body (SACK ranges). Frees acknowledged datagrams,
-  // samples RTT, fast-retransmits holes below SACKed data, sends what the
-  // window now allows. False when it acknowledges datagrams never sent.
-  bool on_ack(uint64_t cum, uint32_t window, const uint8_t *body, uint64_t now, Emitter &out);
-  // Retransmission timeout. Returns ns until the channel's next deadline
-  // (UINT64_MAX if none). *probe is set when the peer's window is closed
-  // with data waiting and a window probe is due.
+  // False when `cum` acknowledges datagrams never sent (the datagram carrying
+  // it is refused).
+  bool ack_valid(uint64_t cum) const { return cum <= unsent_; }
+  // An acknowledgement (a pure ACK, or the one every DATA carries): cum = next
+  // expected sequence, window = bytes the receiver takes beyond cum, echo /
+  // echo_delay_us = the newest datagram it received and how long it held that
+  // acknowledgement, sack = validated ACK body (SACK ranges) or nullptr.
+  // Marks acknowledged datagrams (their ring bytes are freed by reclaim()),
+  // samples RTT, retransmits lost datagrams (see detect_losses), sends what
+  // the window now allows. False when it acknowledges datagrams never sent.
+  bool on_ack(uint64_t cum, uint32_t window, uint64_t echo, uint32_t echo_delay_us, const uint8_t *sack,
+              uint64_t now, Emitter &out);
+  // Frees the ring bytes of acknowledged datagrams. Called only when no
+  // queued (unflushed) send points into them any more.
+  void reclaim() { head_ = base_ < next_ ? meta(base_).pos : tail_; }
+  // Loss-detection and retransmission timers. Returns ns until the channel's
+  // next deadline (UINT64_MAX if none). *probe is set when the peer's window
+  // is closed with data waiting and a window probe is due.
   uint64_t on_timer(uint64_t now, Emitter &out, bool *probe);
 
   bool has_unsent() const { return unsent_ < next_ || open_; }
@@ -66,6 +79,7 @@ class SendChannel {
   struct Meta {
     uint64_t pos;      // ring position of the datagram
     uint64_t sent_ns;  // last (re)transmission
+    uint64_t stamp;    // transmission order of the last (re)transmission (stamp_ counter)
     uint32_t len;
     uint16_t retx;     // times retransmitted (Karn: no RTT sample when > 0)
     uint8_t sacked;
@@ -74,6 +88,9 @@ class SendChannel {
   uint8_t *at(uint64_t pos) const { return ring_.get() + pos % cap_; }
   bool open_new();
   void retransmit(uint64_t seq, uint64_t now, Emitter &out);
+  void delivered(Meta &m);  // m (not yet SACKed) is known to have arrived
+  void detect_losses(uint64_t now, Emitter &out);
+  uint64_t reo_ns() const;
   void rtt_sample(uint64_t sample_ns);
   uint64_t need_bytes(uint32_t len) const;
 
@@ -90,7 +107,12 @@ class SendChannel {
   uint32_t srtt_us_ = 0, rttvar_us_ = 0;
   uint32_t backoff_ = 0;
   uint64_t last_probe_ns_ = 0;
-  uint64_t rack_ns_ = 0;  // latest send time among datagrams known to have arrived
+  uint64_t stamp_ = 0;          // transmissions so far (orders them, also within one instant)
+  uint64_t rack_stamp_ = 0;     // latest transmission known to have arrived (RACK)
+  uint64_t sacked_end_ = 0;     // one past the highest SACKed sequence (>= base_)
+  uint64_t unk_lo_ = 0, unk_hi_ = 0;  // the latest ACK did not report these sequences (too many ranges)
+  uint64_t rack_deadline_ = 0;  // re-run loss detection then (0 = none)
+  uint64_t rto_ref_ns_ = 0;     // the retransmission timer runs from here (last progress or send into an empty flight)
 };
 
 }  // namespace dvs::net

@@ -39,6 +39,8 @@ class TransportImpl final : public Transport {
   TransportImpl(const TransportConfig &cfg, Handler *h) : cfg_(cfg), handler_(h) {
     if (cfg_.incarnation == 0) cfg_.incarnation = clock_ns(CLOCK_REALTIME);
     cfg_.mtu = std::clamp<uint32_t>(cfg_.mtu, wire::kMinMtu, wire::kMaxDatagram);
+    cfg_.ack_every = std::max<uint32_t>(cfg_.ack_every, 1);
+    ack_delay_ns_ = static_cast<uint64_t>(cfg_.ack_delay_us) * 1000;
     fault_.configure(cfg_.fault);
   }
   bool open(std::string *err) { return sock_.open(cfg_.bind, cfg_.gso, err); }
@@ -75,7 +77,7 @@ class TransportImpl final : public Transport {
   struct PeerOut final : Emitter {
     TransportImpl *t;
     Peer *p;
-    void emit(const uint8_t *d, uint32_t len) override { t->emit(*p, d, len); }
+    void emit_data(uint8_t *d, uint32_t len) override { t->emit_data(*p, d, len); }
   };
   struct PeerSink final : MessageSink {
     TransportImpl *t;
@@ -97,14 +99,16 @@ class TransportImpl final : public Transport {
     uint32_t my_epoch = 1;  // this side's session epoch with the peer
     uint64_t last_heard = 0, last_sent = 0;
     bool dirty = false, ack_due = false, hello_due = false;
-    uint32_t last_adv = 0;  // window in the last ACK sent
+    uint64_t ack_at = 0;    // a delayed acknowledgement is owed by then (0 = none owed)
+    uint32_t unacked = 0;   // bytes received since the last acknowledgement
+    uint32_t last_adv = 0;  // window in the last acknowledgement sent
     SendChannel tx;
     RecvChannel rx;
     PeerOut out;
     PeerSink sink;
     uint64_t msgs_delivered = 0, bytes_delivered = 0, dgrams_sent = 0, dgrams_received = 0, dup_dropped = 0;
   };
-  static constexpr uint32_t kCtrlSlots = 64, kCtrlSize = 512;
+  static constexpr uint32_t kCtrlSlots = 64, kCtrlSize = 1536;
   static constexpr int kReadBatches = 4;  // recvmmsg calls per on_readable()
 
   wire::Session session(const Peer &p) const {
@@ -122,13 +126,17 @@ class TransportImpl final : public Transport {
   }
   void finish_batch();
   void emit(Peer &p, const uint8_t *d, uint32_t len);
+  void emit_data(Peer &p, uint8_t *d, uint32_t len);
+  void ack_fields(Peer &p, uint8_t *d);
   uint8_t *ctrl_buffer();
   void send_ack(Peer &p);
   void send_heartbeat(Peer &p, bool probe);
   void deliver_held(Peer &p);
+  // Sends the queued datagrams; only then may acknowledged ring bytes be reused.
   void flush_socket() {
     sock_.flush();
     ctrl_used_ = 0;
+    for (auto &p : peers_) p->tx.reclaim();
   }
 
   TransportConfig cfg_;
@@ -137,6 +145,7 @@ class TransportImpl final : public Transport {
   FaultInjector fault_;
   TransportStats st_;
   uint64_t now_ = 0;
+  uint64_t ack_delay_ns_ = 0;
   std::vector<std::unique_ptr<Peer>> peers_;
   std::unordered_map<uint32_t, Peer *> by_node_;
   std::unordered_map<uint64_t, Peer *> by_addr_;
@@ -158,7 +167,7 @@ void TransportImpl::add_peer(uint32_t node, const sockaddr_in &addr) {
   p->addr = addr;
   p->out.t = p->sink.t = this;
   p->out.p = p->sink.p = p.get();
-  p->tx.init(SendConfig{cfg_.mtu, cfg_.window_bytes, cfg_.rto_min_us, cfg_.rto_max_us});
+  p->tx.init(SendConfig{cfg_.mtu, cfg_.window_bytes, cfg_.rto_min_us, cfg_.rto_max_us, cfg_.ack_delay_us});
   p->rx.init(cfg_.window_bytes);
   p->tx.reset(session(*p));
   p->last_adv = cfg_.window_bytes;
@@ -210,15 +219,35 @@ uint8_t *TransportImpl::ctrl_buffer() {
   return ctrl_[ctrl_used_++];
 }
 
+// The acknowledgement of the peer's DATA, as every DATA and ACK to it carries
+// it; settles the owed (delayed) acknowledgement. An immediate one owed for a
+// hole stays owed: only a pure ACK carries the SACK ranges.
+void TransportImpl::ack_fields(Peer &p, uint8_t *d) {
+  uint32_t delay = 0;
+  uint64_t echo = p.rx.take_echo(now_, &delay);
+  p.last_adv = p.rx.window();
+  wire::set_ack(d, p.rx.cum(), p.last_adv, echo, delay);
+  p.ack_at = 0;
+  p.unacked = 0;
+  if (!p.rx.has_gap()) p.ack_due = false;
+}
+
+void TransportImpl::emit_data(Peer &p, uint8_t *d, uint32_t len) {
+  ack_fields(p, d);
+  wire::seal(d, len);
+  emit(p, d, len);
+}
+
 void TransportImpl::send_ack(Peer &p) {
   static_assert(wire::kHeaderSize + wire::kAckPrefix + 8 * wire::kMaxSackRanges <= kCtrlSize,
                 "an ACK fits a control slot");
   uint8_t *d = ctrl_buffer();
   wire::SackRange r[wire::kMaxSackRanges];
-  uint32_t n = p.rx.sack(r, wire::kMaxSackRanges);
-  uint32_t body = wire::write_ack_body(d + wire::kHeaderSize, p.rx.take_echo(), r, n);
-  p.last_adv = p.rx.window();
-  wire::write_header(d, wire::kAck, 0, session(p), p.rx.cum(), body, p.last_adv);
+  uint32_t n = p.rx.sack(r, wire::max_sack_ranges(cfg_.mtu));
+  uint32_t body = wire::write_ack_body(d + wire::kHeaderSize, n ? p.rx.high() : 0, r, n);
+  wire::write_header(d, wire::kAck, 0, session(p), 0, body, 0);
+  ack_fields(p, d);
+  p.ack_due = false;
   wire::seal(d, wire::kHeaderSize + body);
   emit(p, d, wire::kHeaderSize + body);
 }
@@ -235,6 +264,9 @@ void TransportImpl::reset_channels(Peer &p) {
   p.tx.reset(session(p));
   p.rx.reset();
   p.last_adv = cfg_.window_bytes;
+  p.ack_at = 0;
+  p.unacked = 0;
+  p.ack_due = false;
 }
 
 void TransportImpl::go_down(Peer &p) {
@@ -306,18 +338,39 @@ void TransportImpl::on_datagram(const uint8_t *d, uint32_t len, const sockaddr_i
   p.dgrams_received++;
   const uint8_t *body = d + wire::kHeaderSize;
   switch (h.kind) {
-    case wire::kData:
-      switch (p.rx.on_data(h.seq, d, len, p.sink)) {
-        case RecvChannel::Result::kDup: p.dup_dropped++; break;
-        case RecvChannel::Result::kOutOfWindow: st_.bad_seq++; break;
-        default: break;
+    case wire::kData: {
+      if (!p.tx.ack_valid(h.ack)) {
+        st_.bad_seq++;
+        return;
       }
-      p.ack_due = true;
-      mark(p);
+      uint64_t cum0 = p.rx.cum();
+      switch (p.rx.on_data(h.seq, d, len, now_, p.sink)) {
+        case RecvChannel::Result::kNew:
+          // In order with nothing missing: the acknowledgement may wait for
+          // DATA going back (or ack_delay_us, or ack_every full datagrams).
+          // Out of order, or a hole filled: acknowledge at once (SACK).
+          if (h.seq != cum0 || p.rx.cum() != cum0 + 1 || p.rx.has_gap()) {
+            p.ack_due = true;
+          } else {
+            p.unacked += len;
+            if (p.unacked >= cfg_.ack_every * cfg_.mtu) p.ack_due = true;
+            else if (p.ack_at == 0) p.ack_at = now_ + ack_delay_ns_;
+          }
+          break;
+        case RecvChannel::Result::kDup: p.dup_dropped++; p.ack_due = true; break;
+        case RecvChannel::Result::kOutOfWindow: st_.bad_seq++; break;
+        case RecvChannel::Result::kNoRoom: p.ack_due = true; break;
+      }
+      if (p.ack_due) mark(p);
+      // The acknowledgement it carries for this side's DATA (the Handler may
+      // have reset the channel meanwhile: then it names the old session's
+      // sequences and is skipped).
+      if (p.up && p.tx.ack_valid(h.ack) && !p.tx.on_ack(h.ack, h.window, h.echo, h.echo_delay_us, nullptr, now_, p.out))
+        st_.bad_seq++;
       break;
+    }
     case wire::kAck:
-      flush_socket();  // the ACK may free ring bytes that queued datagrams point to
-      if (!p.tx.on_ack(h.seq, h.window, body, now_, p.out)) st_.bad_seq++;
+      if (!p.tx.on_ack(h.ack, h.window, h.echo, h.echo_delay_us, body, now_, p.out)) st_.bad_seq++;
       break;
     case wire::kHeartbeat:
       if (h.flags & wire::kProbe) {
@@ -385,6 +438,10 @@ uint64_t TransportImpl::tick(uint64_t now_ns) {
       wait = std::min(wait, p.tx.on_timer(now_, p.out, &probe));
       if (probe) send_heartbeat(p, true);
       deliver_held(p);
+      if (p.ack_at != 0) {
+        if (now_ >= p.ack_at) send_ack(p);  // no DATA went back in time
+        else wait = std::min(wait, p.ack_at - now_);
+      }
       wait = std::min(wait, p.last_heard + dead_ns - now_ + 1);
     }
     if (now_ - p.last_sent >= hb_ns) send_heartbeat(p, false);

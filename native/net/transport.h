@@ -48,7 +48,13 @@ struct TransportConfig {
   uint32_t window_bytes = 4 << 20; // max unacknowledged bytes in flight per peer (also the receive buffer)
   uint32_t heartbeat_ms = 100;     // idle keepalive / probe period
   uint32_t dead_after_ms = 1500;   // no datagram from a peer for this long -> on_peer_down
-  uint32_t rto_min_us = 1000, rto_max_us = 200000;
+  uint32_t rto_min_us = 1000, rto_max_us = 200000;  // rto_min_us is raised to at least ack_delay_us + 500
+  // Acknowledgements ride on DATA going back; a pure ACK leaves only when no
+  // DATA went back within ack_delay_us of the first unacknowledged arrival,
+  // after ack_every full-size datagrams, or at once for out-of-order /
+  // duplicate arrivals, holes, probes and window updates.
+  uint32_t ack_delay_us = 300;
+  uint32_t ack_every = 4;
   FaultConfig fault;
   bool gso = true;                 // UDP GSO/GRO when the kernel has them (false: plain datagrams)
 };
@@ -123,8 +129,10 @@ class Transport {
   virtual void on_readable() = 0;
   // Offers messages held back by on_message() == false again.
   virtual void retry_delivery() = 0;
-  // Retransmissions, heartbeats, dead-peer detection, delayed (fault) datagrams.
-  // now_ns is CLOCK_MONOTONIC. Returns the ns until it wants to be called again.
+  // Retransmissions, delayed acknowledgements, heartbeats, dead-peer
+  // detection, delayed (fault) datagrams. now_ns is CLOCK_MONOTONIC. Returns
+  // the ns until it wants to be called again (a delayed acknowledgement makes
+  // that sub-millisecond: the caller's wait must honour it to the µs).
   virtual uint64_t tick(uint64_t now_ns) = 0;
 
   // Test entry: processes `len` bytes as if received from `from` (validation,

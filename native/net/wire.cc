@@ -18,17 +18,20 @@ void write_header(uint8_t *p, uint8_t kind, uint16_t flags, const Session &s, ui
   st32(p + kOffSrcEpoch, s.src_epoch);
   st32(p + kOffDstEpoch, s.dst_epoch);
   st64(p + kOffSeq, seq);
+  st64(p + kOffAck, 0);
+  st64(p + kOffEcho, kNoEcho);
   st32(p + kOffBodyLen, body_len);
   st32(p + kOffWindow, window);
+  st32(p + kOffEchoDelay, 0);
+  st32(p + kOffReserved, 0);
 }
 
 void seal(uint8_t *p, uint32_t len) { st32(p + kOffCrc, crc32c(p + 4, len - 4)); }
 
-uint32_t write_ack_body(uint8_t *p, uint64_t echo, const SackRange *r, uint32_t n) {
+uint32_t write_ack_body(uint8_t *p, uint32_t high, const SackRange *r, uint32_t n) {
   st16(p, static_cast<uint16_t>(n));
   st16(p + 2, 0);
-  st32(p + 4, 0);
-  st64(p + 8, echo);
+  st32(p + 4, high);
   for (uint32_t i = 0; i < n; i++) {
     st32(p + kAckPrefix + 8 * i, r[i].start);
     st32(p + kAckPrefix + 4 + 8 * i, r[i].end);
@@ -60,7 +63,9 @@ bool data_body_ok(const uint8_t *b, uint32_t n) {
 bool ack_body_ok(const uint8_t *b, uint32_t n) {
   if (n < kAckPrefix) return false;
   uint32_t count = ld16(b);
-  if (count > kMaxSackRanges || ld16(b + 2) != 0 || ld32(b + 4) != 0 || n != kAckPrefix + 8 * count)
+  uint32_t high = ld32(b + 4);
+  if (count > kMaxSackRanges || ld16(b + 2) != 0 || n != kAckPrefix + 8 * count || high > kSeqWindow ||
+      (count == 0) != (high == 0))
     return false;
   uint32_t prev_end = 0;
   for (uint32_t i = 0; i < count; i++) {
@@ -68,7 +73,7 @@ bool ack_body_ok(const uint8_t *b, uint32_t n) {
     if (r.start <= prev_end || r.end <= r.start || r.end > kSeqWindow) return false;
     prev_end = r.end;
   }
-  return true;
+  return high >= prev_end;
 }
 
 }  // namespace
@@ -87,19 +92,25 @@ Verdict parse(const uint8_t *p, uint32_t len, Header *h) {
   h->s.src_epoch = ld32(p + kOffSrcEpoch);
   h->s.dst_epoch = ld32(p + kOffDstEpoch);
   h->seq = ld64(p + kOffSeq);
+  h->ack = ld64(p + kOffAck);
+  h->echo = ld64(p + kOffEcho);
   h->body_len = ld32(p + kOffBodyLen);
   h->window = ld32(p + kOffWindow);
+  h->echo_delay_us = ld32(p + kOffEchoDelay);
   if (h->body_len != len - kHeaderSize || h->s.src_inc == 0 || h->s.src_epoch == 0 ||
-      (h->flags & ~kProbe) != 0)
+      (h->flags & ~kProbe) != 0 || ld32(p + kOffReserved) != 0 ||
+      (h->echo == kNoEcho && h->echo_delay_us != 0))
     return Verdict::kMalformed;
+  if (h->kind != kHeartbeat && (h->flags & kProbe)) return Verdict::kMalformed;
   const uint8_t *body = p + kHeaderSize;
   switch (h->kind) {
     case kData:
-      return h->window == 0 && data_body_ok(body, h->body_len) ? Verdict::kOk : Verdict::kMalformed;
+      return data_body_ok(body, h->body_len) ? Verdict::kOk : Verdict::kMalformed;
     case kAck:
-      return ack_body_ok(body, h->body_len) ? Verdict::kOk : Verdict::kMalformed;
+      return h->seq == 0 && ack_body_ok(body, h->body_len) ? Verdict::kOk : Verdict::kMalformed;
     case kHeartbeat:
-      return h->body_len == 0 && h->seq == 0 ? Verdict::kOk : Verdict::kMalformed;
+      return h->body_len == 0 && h->seq == 0 && h->ack == 0 && h->echo == kNoEcho ? Verdict::kOk
+                                                                                   : Verdict::kMalformed;
     default:
       return Verdict::kMalformed;
   }

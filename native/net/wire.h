@@ -1,10 +1,12 @@
 // wire.h — the UDP datagram format (documented in docs/DESIGN.md, "Wire format
 // (UDP)") and the validation every received datagram passes before use.
 //
-// All integers are little-endian. Every datagram starts with the 56-byte
-// Header; the body depends on the kind:
+// All integers are little-endian. Every datagram starts with the 80-byte
+// Header; DATA and ACK headers also carry the acknowledgement (cumulative ACK,
+// window, RTT echo and the echo's hold time), so DATA acknowledges the reverse
+// direction and a pure ACK is only sent when no DATA goes back in time. Bodies:
 //   DATA       chunks: {u32 msg_len, u32 frag_off} + min(msg_len - frag_off, rest) bytes
-//   ACK        u16 n, u16 0, u32 0, u64 echo seq, then n × SackRange
+//   ACK        u16 n, u16 0, u32 high, then n × SackRange
 //   HEARTBEAT  empty (flag kProbe asks for an immediate ACK)
 #pragma once
 #include <cstdint>
@@ -14,15 +16,16 @@
 
 namespace dvs::net::wire {
 
-constexpr uint8_t kVersion = 1;
-constexpr uint32_t kHeaderSize = 56;
+constexpr uint8_t kVersion = 2;
+constexpr uint32_t kHeaderSize = 80;
 constexpr uint32_t kChunkHeader = 8;
 constexpr uint32_t kMaxDatagram = 65507;  // largest UDP/IPv4 payload
 constexpr uint32_t kMinMtu = 256;
 // The sender never has more than this many datagrams past the cumulative ACK;
 // the receiver rejects sequence numbers at or beyond ack + kSeqWindow.
 constexpr uint64_t kSeqWindow = 16384;
-constexpr uint32_t kMaxSackRanges = 32;
+constexpr uint32_t kMaxSackRanges = 160;  // also limited by the mtu: (mtu - 88) / 8
+constexpr uint64_t kNoEcho = ~0ull;
 
 enum Kind : uint8_t { kData = 1, kAck = 2, kHeartbeat = 3 };
 enum Flags : uint16_t { kProbe = 1 };
@@ -39,9 +42,13 @@ enum Off : uint32_t {
   kOffDstInc = 24,    // u64 receiver incarnation as the sender knows it (0 = unknown)
   kOffSrcEpoch = 32,  // u32 sender's channel epoch for this receiver
   kOffDstEpoch = 36,  // u32 receiver's channel epoch as the sender knows it (0 = unknown)
-  kOffSeq = 40,       // u64 DATA: datagram sequence; ACK: cumulative (next expected)
-  kOffBodyLen = 48,   // u32 length - kHeaderSize
-  kOffWindow = 52,    // u32 ACK/HEARTBEAT: receive window in bytes; DATA: 0
+  kOffSeq = 40,       // u64 DATA: datagram sequence; ACK/HEARTBEAT: 0
+  kOffAck = 48,       // u64 DATA/ACK: cumulative ACK (next expected sequence); HEARTBEAT: 0
+  kOffEcho = 56,      // u64 DATA/ACK: newest DATA sequence received since the previous acknowledgement (kNoEcho = none); HEARTBEAT: kNoEcho
+  kOffBodyLen = 64,   // u32 length - kHeaderSize
+  kOffWindow = 68,    // u32 receive window in bytes beyond the cumulative ACK
+  kOffEchoDelay = 72, // u32 µs the echoed datagram waited at the receiver before this datagram left (0 without echo)
+  kOffReserved = 76,  // u32 0
 };
 
 inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -64,17 +71,27 @@ struct Header {
   uint16_t flags = 0;
   Session s;
   uint64_t seq = 0;
+  uint64_t ack = 0, echo = kNoEcho;
   uint32_t body_len = 0;
   uint32_t window = 0;
+  uint32_t echo_delay_us = 0;
 };
 
 struct SackRange {  // [start, end) as offsets from the cumulative ACK; 0 < start < end
   uint32_t start, end;
 };
 
-// Writes a header (CRC left zero; seal() fills it once the body is in place).
+// Writes a header (CRC left zero; seal() fills it once the body is in place)
+// with no acknowledgement (ack 0, no echo); set_ack() fills that in.
 void write_header(uint8_t *p, uint8_t kind, uint16_t flags, const Session &s, uint64_t seq,
                   uint32_t body_len, uint32_t window);
+// The acknowledgement fields of a DATA or ACK header.
+inline void set_ack(uint8_t *p, uint64_t ack, uint32_t window, uint64_t echo, uint32_t echo_delay_us) {
+  st64(p + kOffAck, ack);
+  st32(p + kOffWindow, window);
+  st64(p + kOffEcho, echo);
+  st32(p + kOffEchoDelay, echo == kNoEcho ? 0 : echo_delay_us);
+}
 // Computes and stores the CRC of a complete datagram.
 void seal(uint8_t *p, uint32_t len);
 
@@ -85,17 +102,22 @@ enum class Verdict { kOk, kMalformed, kVersion, kOversize, kChecksum };
 // sequence window). Only a kOk datagram may be used.
 Verdict parse(const uint8_t *p, uint32_t len, Header *h);
 
-// ACK body: u16 range count, u16 0, u32 0, u64 echo (the newest DATA sequence
-// that arrived since the previous ACK, for the sender's RTT sample; kNoEcho =
-// none), then count × {u32 start, u32 end}.
-constexpr uint32_t kAckPrefix = 16;
-constexpr uint64_t kNoEcho = ~0ull;
-uint32_t write_ack_body(uint8_t *p, uint64_t echo, const SackRange *r, uint32_t n);
+// ACK body: u16 range count, u16 0, u32 high (one past the highest sequence
+// received, as an offset from the cumulative ACK; 0 when nothing above it),
+// then count × {u32 start, u32 end}. When the ranges do not all fit, high lies
+// beyond the last range's end: what lies between is not reported.
+constexpr uint32_t kAckPrefix = 8;
+uint32_t write_ack_body(uint8_t *p, uint32_t high, const SackRange *r, uint32_t n);
+inline uint32_t ack_high(const uint8_t *body) { return ld32(body + 4); }
+// Most SACK ranges an ACK may carry with this mtu.
+inline uint32_t max_sack_ranges(uint32_t mtu) {
+  uint32_t n = (mtu - kHeaderSize - kAckPrefix) / 8;
+  return n < kMaxSackRanges ? n : kMaxSackRanges;
+}
 // Reads a validated ACK body.
 inline SackRange ack_range(const uint8_t *body, uint32_t i) {
   return SackRange{ld32(body + kAckPrefix + 8 * i), ld32(body + kAckPrefix + 4 + 8 * i)};
 }
 inline uint32_t ack_range_count(const uint8_t *body) { return ld16(body); }
-inline uint64_t ack_echo(const uint8_t *body) { return ld64(body + 8); }
 
 }  // namespace dvs::net::wire
