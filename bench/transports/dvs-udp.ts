@@ -8,9 +8,8 @@
  *   their defaults.
  * - `dvs-udp-spin`: RTT with callSync/receiveSync busy-polling for SPIN.client
  *   / SPIN.server µs, agents with `--spin-us SPIN.agent`. Throughput: the sink
- *   spins in receiveSync; the sender uses the same windowed async sends as
- *   `dvs-udp` (sendSync to a remote endpoint waits for its acknowledgement, so
- *   it cannot pipeline).
+ *   spins in receiveSync; the sender streams as `dvs-udp` does (sendSync to a
+ *   remote endpoint waits for its acknowledgement, so it cannot pipeline).
  * - `dvs-udp-loss5`: `dvs-udp` with `--fault loss=0.05` on both agents (each
  *   datagram, data and acks alike, is dropped with probability 5 % on send).
  *
@@ -22,8 +21,8 @@
  * (SIGKILLed if they linger) and /dev/shm/dvs.<ns>.* checked to be gone.
  *
  * `lost` (must be 0): RTT, replies that did not carry the request's sequence
- * number; throughput, data messages the sender sent (the promise of each
- * settled: acknowledged by node 2) that the sink never received, from the
+ * number; throughput, data messages the sender sent (all acknowledged by
+ * node 2 once the end marker's send resolved) that the sink never received, from the
  * sequence numbers the sink checks (u32 in the first 4 bytes). Duplicates,
  * reordering, gaps or failed sends fail the trial instead. `retransmits`:
  * the sum of the agents' per-peer transport retransmit counters at the end of
@@ -39,7 +38,7 @@ import { fileURLToPath } from 'node:url';
 import { attach, type Endpoint } from '../../lib/index.js';
 import { controlRequest } from '../../lib/agent/control.js';
 import { withProcessPeer, type Peer } from '../peer.js';
-import { checkReply, checkSink, inFlightLimit, makePayload, type Role, type SinkResult } from '../protocol.js';
+import { checkReply, checkSink, makePayload, type Role, type SinkResult } from '../protocol.js';
 import { timeRoundTrips, timeRoundTripsSync } from '../rtt.js';
 import { streamMeasured } from '../stream.js';
 import type { RttResult, ThroughputOptions, ThroughputResult, Transport } from '../transport.js';
@@ -71,19 +70,6 @@ function spinBudgets(text: string): { agent: number; client: number; server: num
   if (![agent, client, server].every((n) => Number.isFinite(n) && n >= 0))
     throw new Error(`DVS_BENCH_UDP_SPIN must be agent,client,server µs, got '${text}'`);
   return { agent, client, server };
-}
-
-/**
- * Unacknowledged sends the throughput sender keeps in flight: `inFlightLimit`
- * (about 8 MiB, 8..1000 messages). It must stay at or below the 1024 ack
- * credits an endpoint has by default (replyCells 256 × 4): beyond them an
- * async send() retries in a busy loop on the event loop until acks return,
- * which starves the engines on a small machine (see the commit message).
- * DVS_BENCH_UDP_WINDOW caps it further, for experiments.
- */
-const WINDOW_CAP = Number(process.env.DVS_BENCH_UDP_WINDOW ?? 1000);
-function windowFor(size: number): number {
-  return Math.max(1, Math.min(WINDOW_CAP, inFlightLimit(size)));
 }
 
 const MAIN_JS = fileURLToPath(new URL('../../lib/cli/main.js', import.meta.url));
@@ -324,81 +310,47 @@ interface SeqSinkResult extends SinkResult {
 }
 
 /**
- * Pipelined one-way sends with at most `window` unacknowledged (a send to a
- * remote endpoint settles when node 2 has put it in the sink's mailbox).
- * When the window is full the sender waits until it is down to ¾ (not
- * empty, so the pipe never drains). Each message in flight has its own
- * buffer (a ring of 2 × window): send() may queue a message by reference
- * under back-pressure, so a buffer is only rewritten once its send settled.
+ * Pipelined one-way sends, as the local dvs row streams: `trySend` while the
+ * node accepts (a remote send holds an acknowledgement credit until node 2
+ * has put it in the sink's mailbox; at most 4 × replyCells are in flight),
+ * `send` (which waits) when it does not. The payload is copied into shared
+ * memory when accepted, so one buffer serves every message. Remote refusals
+ * after a successful trySend are counted in `failedSends` and fail the trial.
  */
-class WindowedSender {
+class StreamSender {
   private seq = 0;
-  private outstanding = 0;
-  private failure: unknown = undefined;
-  private wake: (() => void) | null = null;
-  private readonly ring: Buffer[];
-  private readonly low: number;
+  private readonly buf: Buffer;
 
   constructor(
     private readonly ep: Endpoint,
     size: number,
-    private readonly window: number,
   ) {
-    this.ring = Array.from({ length: 2 * window }, () => makePayload(size));
-    this.low = Math.floor((window * 3) / 4);
+    this.buf = makePayload(size);
   }
 
-  /** Data messages handed to send() so far (= the next sequence number). */
+  /** Data messages handed to the endpoint so far (= the next sequence number). */
   get sent(): number {
     return this.seq;
   }
 
-  private readonly settled = (): void => {
-    this.outstanding--;
-    if (this.wake !== null && this.outstanding <= this.low) {
-      const w = this.wake;
-      this.wake = null;
-      w();
-    }
-  };
-
-  private readonly failed = (err: unknown): void => {
-    this.failure ??= err;
-    this.settled();
-    const w = this.wake;
-    this.wake = null;
-    w?.();
-  };
-
   readonly send = (): true | Promise<unknown> => {
-    if (this.failure !== undefined) throw this.failure;
-    const buf = this.ring[this.seq % this.ring.length];
-    buf.writeUInt32LE(this.seq >>> 0, 0);
+    this.buf.writeUInt32LE(this.seq >>> 0, 0);
     this.seq++;
-    this.outstanding++;
-    this.ep.send(SERVER_EP, buf).then(this.settled, this.failed);
-    if (this.outstanding < this.window) return true;
-    return new Promise<void>((resolve) => {
-      this.wake = resolve;
-    });
+    return this.ep.trySend(SERVER_EP, this.buf) || this.ep.send(SERVER_EP, this.buf);
   };
 
-  /** Waits until every send settled; throws the first failure. */
-  async drain(signal: AbortSignal): Promise<void> {
-    while (this.outstanding > 0) {
-      signal.throwIfAborted();
-      await sleep(1);
-    }
-    if (this.failure !== undefined) throw this.failure;
+  /** After the end marker's acknowledgement every earlier one has arrived (in order per sender). */
+  check(): void {
+    if (this.ep.failedSends !== 0) throw new Error(`BUG: ${this.ep.failedSends} accepted sends were refused by node 2`);
   }
 }
 
 function throughput(v: Variant, size: number, opts: ThroughputOptions): Promise<ThroughputResult & { retransmits: number }> {
   if (size < 4) return Promise.reject(new Error('dvs-udp throughput needs messages of at least 4 B (sequence number)'));
   return withCluster(v, 'sink', async (ep, peer) => {
-    const sender = new WindowedSender(ep, size, windowFor(size));
+    const sender = new StreamSender(ep, size);
     const sent = await streamMeasured(opts, peer.signal, sender.send, () => ep.send(SERVER_EP));
-    await sender.drain(peer.signal);
+    sender.check();
     const result = (await peer.result()) as SeqSinkResult;
     const lost = sender.sent - result.received;
     if (lost !== 0 || result.missing !== 0 || result.disorder !== 0 || result.nextSeq !== sender.sent)
@@ -426,7 +378,7 @@ export function dvsUdpTransports(): Transport[] {
   return [
     dvsUdpTransport({ name: 'dvs-udp', mode: 'async', agentArgs: [] }, [
       'dvs-udp: two `dvs agent` processes (UDP 127.0.0.1), harness = client on node 1, peer = server/sink on node 2; async API.',
-      `  Throughput: pipelined send() with ≤ min(${WINDOW_CAP}, 8 MiB / size) unacknowledged (an ack = node 2 queued it), refilled at ¾.`,
+      '  Throughput: trySend() || send() as the local row (≤ 1024 unacknowledged: the ack credits; an ack = node 2 queued it).',
       '  lost = messages acknowledged/sent that the sink never got (sequence-checked; must be 0); retransmits = agents\' transport counters.',
     ]),
     dvsUdpTransport({ name: 'dvs-udp-spin', mode: 'spin', agentArgs: spinArgs }, [

@@ -436,9 +436,27 @@ bool Engine::drain_slot(dvs_endpoint *e, uint32_t peer) {
 
 // ------------------------------------------------------------ inbound
 
+uint32_t Engine::lookup(uint32_t dc, int32_t ep) {
+  Arena &a = *node_->arena;
+  LookupEntry &c = lookup_cache_[(uint32_t(ep) * 2654435761u ^ dc) & (kLookupCache - 1)];
+  if (c.dc == dc && c.ep == ep) {
+    // Still bound with the same incarnation: still keyed (dc, ep) (a key only changes after an unbind).
+    EndpointSlot *e = a.endpoint(c.slot);
+    if (e->state.load(std::memory_order_acquire) == kEpBound && e->gen.load(std::memory_order_acquire) == c.gen)
+      return c.slot;
+  }
+  uint32_t s = ep_lookup(a, dc, ep);
+  if (s != kNone) {
+    EndpointSlot *e = a.endpoint(s);
+    uint32_t g = e->gen.load(std::memory_order_acquire);
+    if (e->state.load(std::memory_order_acquire) == kEpBound) c = {dc, ep, s, g};
+  }
+  return s;
+}
+
 int Engine::deliver(uint32_t peer, const Frame &f, const uint8_t *payload, uint32_t plen) {
   Arena &a = *node_->arena;
-  uint32_t s = ep_lookup(a, f.dc, f.dst_ep);
+  uint32_t s = lookup(f.dc, f.dst_ep);
   EndpointSlot *e = s == kNone ? nullptr : a.endpoint(s);
   int32_t err = 0;
   uint32_t gen = 0;
@@ -518,7 +536,7 @@ bool Engine::on_message(uint32_t peer, const uint8_t *msg, uint32_t len) {
     case kFrameOutcome: {
       // The caller must still be here and have room in its reply ring; if
       // the ring is full (rare: credits bound it) the transport holds this.
-      uint32_t s = ep_lookup(a, f.dc, f.dst_ep);
+      uint32_t s = lookup(f.dc, f.dst_ep);
       if (s == kNone || a.endpoint(s)->state.load(std::memory_order_acquire) != kEpBound ||
           a.endpoint(s)->gen.load(std::memory_order_acquire) != f.dst_gen) {
         counters_.late_replies.fetch_add(1, std::memory_order_relaxed);
@@ -554,8 +572,8 @@ bool Engine::on_message(uint32_t peer, const uint8_t *msg, uint32_t len) {
       break;
   }
   // SEND / CALL / NOTIFY for a local endpoint, in order behind any parked ones for it.
-  uint32_t s = ep_lookup(a, f.dc, f.dst_ep);
-  auto pq = s == kNone ? parked_.end() : parked_.find(s);
+  uint32_t s = lookup(f.dc, f.dst_ep);
+  auto pq = s == kNone || parked_.empty() ? parked_.end() : parked_.find(s);
   if (pq == parked_.end() || pq->second.empty()) {
     int r = deliver(peer, f, payload, plen);
     if (r != 0) return true;

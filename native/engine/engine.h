@@ -130,6 +130,8 @@ class Engine : public net::Handler {
   void set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps);
   void route_for(uint32_t peer, bool want);
   void rebuild_owned();
+  // (dc, ep) -> slot through a small cache validated against the slot (one hash lookup saved per message).
+  uint32_t lookup(uint32_t dc, int32_t ep);
   void arm_and_sleep(uint64_t timeout_ns);
   void emit(EngineEvent ev);
   void refresh_stats();
@@ -167,6 +169,13 @@ class Engine : public net::Handler {
   uint32_t alloc_cursor_[kMaxClasses] = {};
   EngineCounters counters_;
   bool blocked_on_net_ = false;
+  struct LookupEntry {
+    uint32_t dc = kNone;
+    int32_t ep = -1;
+    uint32_t slot = 0, gen = 0;
+  };
+  static constexpr uint32_t kLookupCache = 64;
+  LookupEntry lookup_cache_[kLookupCache];
   struct {
     bool open = false;
     uint32_t peer = 0;
