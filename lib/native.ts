@@ -55,6 +55,7 @@ export interface NativeEngineConfig {
   heartbeatMs?: number;
   deadAfterMs?: number;
   spinUs?: number;
+  invoker?: boolean;
   fault?: FaultOptions;
   maxProcs?: number;
   maxEndpoints?: number;

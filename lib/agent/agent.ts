@@ -83,6 +83,7 @@ export class Agent {
         heartbeatMs: cfg.heartbeatMs,
         deadAfterMs: cfg.deadAfterMs,
         spinUs: cfg.spinUs,
+        invoker: cfg.invoker,
         fault: cfg.fault,
         maxProcs: cfg.maxProcs,
         maxEndpoints: cfg.maxEndpoints,
@@ -95,7 +96,10 @@ export class Agent {
     this.port = this.engine.port();
     this.directory = new AnnounceDirectory({
       send: (node, msg) => this.sendControl(node, msg),
-      apply: (node, eps) => this.engine.setRemote(node, flatten(eps)),
+      apply: (node, eps) => {
+        this.log('debug', 'remote endpoints', { peer: node, endpoints: eps.length });
+        this.engine.setRemote(node, flatten(eps));
+      },
       peersUp: () => [...this.peers.values()].filter((p) => p.up).map((p) => p.addr.node),
       warn: (msg, fields) => this.log('warn', msg, fields),
     });
@@ -205,6 +209,7 @@ export class Agent {
   }
 
   private sendControl(node: number, msg: object): void {
+    this.log('debug', 'control out', { peer: node, t: (msg as { t?: string }).t });
     this.engine.sendControl(node, Buffer.from(JSON.stringify(msg)));
   }
 
@@ -220,6 +225,7 @@ export class Agent {
         break;
       }
       case EngineEvent.PeerDown: {
+        // (logged below at warn)
         const p = this.peers.get(peer);
         if (p) Object.assign(p, { up: false, since: Date.now() });
         this.log('warn', 'peer down', { peer });

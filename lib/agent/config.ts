@@ -42,6 +42,12 @@ export interface AgentConfig {
   windowBytes?: number;
   /** The engine polls this long after activity before sleeping (µs, default 0). */
   spinUs?: number;
+  /**
+   * Embedded mode only: no engine thread — the calling process's event loop and
+   * its blocking waits drive the engine (no thread hand-off on the data path;
+   * the lowest latency when one process per node does the messaging). Default false.
+   */
+  invoker?: boolean;
   /** Arena sizing (the agent creates the node's arena). */
   maxProcs?: number;
   maxEndpoints?: number;
@@ -122,6 +128,7 @@ export function checkConfig(c: AgentConfig): AgentConfig {
     const v = c[k];
     if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new DvsError('EDVSINVAL', `${k} must be a non-negative integer`);
   }
+  if (c.invoker !== undefined && typeof c.invoker !== 'boolean') throw new DvsError('EDVSINVAL', 'invoker must be a boolean');
   if (c.mtu !== undefined && (c.mtu < 576 || c.mtu > 65507)) throw new DvsError('EDVSINVAL', 'mtu must be in [576, 65507]');
   return c;
 }

@@ -72,6 +72,7 @@ NativeEngine::NativeEngine(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Na
   cfg.reply_cells = u32_of(c, "replyCells", 0);
   cfg.pool_mib = u32_of(c, "poolMib", 0);
   cfg.spin_us = u32_of(c, "spinUs", 0);
+  cfg.invoker = c.Get("invoker").IsBoolean() && c.Get("invoker").As<Napi::Boolean>().Value();
   std::string host = c.Get("host").IsString() ? c.Get("host").As<Napi::String>().Utf8Value() : "127.0.0.1";
   if (!parse_addr(host, u32_of(c, "port", 0), &cfg.net.bind)) {
     throw_inval(env, "listen address must be an IPv4 address and a port");
@@ -99,6 +100,32 @@ NativeEngine::NativeEngine(const Napi::CallbackInfo &info) : Napi::ObjectWrap<Na
   uv_unref(reinterpret_cast<uv_handle_t *>(async_));
   engine_->set_event_callback(Wake, async_);
   uv_async_send(async_);  // events queued before the callback was set
+  if (engine_->invoker()) {
+    poll_ = new uv_poll_t;
+    uv_poll_init(loop, poll_, engine_->poll_fd());
+    poll_->data = this;
+    uv_poll_start(poll_, UV_READABLE, OnPoll);
+    uv_unref(reinterpret_cast<uv_handle_t *>(poll_));
+    drive();
+  }
+}
+
+// Invoker mode: the engine's epoll fd (socket, doorbell, commands, transport
+// deadline timer) became readable — run duty cycles until idle.
+void NativeEngine::OnPoll(uv_poll_t *h, int, int) {
+  auto *self = static_cast<NativeEngine *>(h->data);
+  if (self) self->drive();
+}
+
+void NativeEngine::drive() {
+  if (!engine_) return;
+  uint64_t next = 0;
+  for (int round = 0; round < 16; round++) {
+    int i = 0;
+    while (i < 64 && engine_->poll(&next)) i++;
+    if (!engine_->arm()) break;  // armed: producers ring the doorbell, which wakes poll_fd
+  }
+  engine_->set_timer(next);
 }
 
 NativeEngine::~NativeEngine() { shutdown(); }
@@ -124,6 +151,11 @@ void NativeEngine::OnAsync(uv_async_t *h) {
 }
 
 void NativeEngine::shutdown() {
+  if (poll_) {
+    poll_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t *>(poll_), [](uv_handle_t *h) { delete reinterpret_cast<uv_poll_t *>(h); });
+    poll_ = nullptr;
+  }
   if (engine_) {
     engine_->set_event_callback(nullptr, nullptr);
     engine_.reset();  // stops the thread, detaches from the arena

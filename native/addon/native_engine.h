@@ -30,12 +30,15 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   Napi::Value Close(const Napi::CallbackInfo &info);
 
   static void OnAsync(uv_async_t *h);
+  static void OnPoll(uv_poll_t *h, int status, int events);
+  void drive();
   static void Wake(void *self);
   void shutdown();
   bool check_open(Napi::Env env);
 
   std::unique_ptr<dvs::engine::Engine> engine_;
   uv_async_t *async_ = nullptr;
+  uv_poll_t *poll_ = nullptr;  // invoker mode: the event loop drives the engine
   Napi::FunctionReference on_event_;
   Napi::Env env_;
 };

@@ -212,11 +212,13 @@ void NativeNode::OnPrepare(uv_prepare_t *h) {
   self->polls_++;
   uint64_t start = dvs::now_ns(), budget = self->aspin_ns_;
   bool found = false;
+  dvs_driver *drv = self->node_->driver;  // an embedded invoker-mode agent: poll it too
   for (uint32_t i = 1; !found; i++) {
     for (int k = 0; k < n && !found; k++) found = dvs::has_work(armed[k], dvs::kWorkAll);
     if (found) break;
-    dvs::cpu_relax();
-    if ((i & 31) == 0 && dvs::now_ns() - start >= budget) break;
+    if (drv) drv->poll(drv->arg);
+    else dvs::cpu_relax();
+    if ((drv || (i & 31) == 0) && dvs::now_ns() - start >= budget) break;
   }
   if (found) {
     self->poll_hits_++;

@@ -517,6 +517,33 @@ int arm_space(dvs_endpoint *me, int32_t dst, int why) {
   return 0;  // a free races us at worst by one bell; the caller also retries on a timer
 }
 
+namespace {
+constexpr uint64_t kDriveSliceNs = 1000000ULL;  // a local producer's wake-up reaches a driving waiter within this
+
+// The sleeping phase of a wait in a process that drives its agent's engine:
+// the engine sleeps on its socket and doorbell, and the waiter re-checks.
+int drive_until(dvs_endpoint *me, dvs_driver *drv, uint32_t mask, uint64_t deadline, int32_t check_dst,
+                uint32_t dst_gen) {
+  EndpointSlot *e = me->node->arena->endpoint(me->slot);
+  uint64_t checked = now_ns();
+  for (;;) {
+    if (!me->open || e->gen.load(std::memory_order_acquire) != me->gen) return EDVSNOTBIND;
+    drv->poll(drv->arg);
+    if (has_work(me, mask)) return 0;
+    uint64_t now = now_ns();
+    if (deadline && now >= deadline) return EDVSTIMEDOUT;
+    if (check_dst >= 0 && now - checked >= kSliceNs) {
+      checked = now;
+      int r = verify_dst(me, check_dst, dst_gen, nullptr);
+      if (r) return has_work(me, mask) ? 0 : r;
+    }
+    uint64_t slice = kDriveSliceNs;
+    if (deadline && deadline - now < slice) slice = deadline - now;
+    drv->wait(drv->arg, slice);
+  }
+}
+}  // namespace
+
 int wait_work(dvs_endpoint *me, uint32_t mask, uint64_t deadline, int64_t spin_ns, int32_t check_dst,
               uint32_t dst_gen) {
   if (has_work(me, mask)) return 0;
@@ -526,12 +553,14 @@ int wait_work(dvs_endpoint *me, uint32_t mask, uint64_t deadline, int64_t spin_n
   uint64_t start = now_ns();
   if (budget) {
     uint64_t t = start, checked = start;
+    dvs_driver *drv = me->node->driver;
     for (uint32_t i = 1;; i++) {
       if (has_work(me, mask)) {
         if (adaptive) me->spin_ns = uint32_t(me->spin_ns * 2 > kSpinMax ? kSpinMax : me->spin_ns * 2);
         return 0;
       }
-      cpu_relax();
+      if (drv) drv->poll(drv->arg);
+      else cpu_relax();
       if ((i & 63) == 0) {
         t = now_ns();
         if (t - start >= budget) break;
@@ -548,6 +577,7 @@ int wait_work(dvs_endpoint *me, uint32_t mask, uint64_t deadline, int64_t spin_n
     }
     if (adaptive) me->spin_ns = me->spin_ns / 2 < kSpinMin ? kSpinMin : me->spin_ns / 2;
   }
+  if (dvs_driver *drv = me->node->driver) return drive_until(me, drv, mask, deadline, check_dst, dst_gen);
   for (;;) {
     if (!me->open || e->gen.load(std::memory_order_acquire) != me->gen) return EDVSNOTBIND;
     uint32_t w = e->wake.fetch_or(kWakeFutex, std::memory_order_seq_cst) | kWakeFutex;
@@ -578,6 +608,12 @@ int wait_space(dvs_endpoint *me, int32_t dst, int why, uint64_t deadline) {
     if (r) return r;
     seq = &a.endpoint(slot)->space_seq;
     sleepers = &a.endpoint(slot)->space_sleepers;
+  }
+  if (dvs_driver *drv = n->driver) {  // the engine frees proxy space and blocks: drive it
+    drv->poll(drv->arg);
+    if (why == kWaitInbox ? ring_full(ring_ref(a, slot, kInbox)) : true) drv->wait(drv->arg, kDriveSliceNs);
+    drv->poll(drv->arg);
+    return deadline && now_ns() >= deadline ? EDVSTIMEDOUT : 0;
   }
   // Short spin first: a busy consumer frees space within microseconds.
   uint64_t until = now_ns() + 20000;

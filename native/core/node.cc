@@ -23,6 +23,8 @@ namespace {
 // Nodes of this process, so that a forked child can disown them.
 std::mutex g_nodes_mu;
 std::vector<dvs_node *> g_nodes;
+// Arena name -> the driver of the invoker-mode engine this process embeds for it.
+std::vector<std::pair<std::string, std::pair<dvs_driver *, dvs_node *>>> g_drivers;
 pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
 void after_fork_child() {
@@ -109,11 +111,23 @@ int node_attach(const dvs_attach_opts *o, uint32_t bell_mode, dvs_node **out) {
     {
       std::lock_guard<std::mutex> g(g_nodes_mu);
       g_nodes.push_back(n);
+      for (auto &[name, d] : g_drivers)
+        if (name == a->name()) n->driver = d.first;
     }
     *out = n;
     return 0;
   }
   return fail(EDVSBUSY, "could not attach: the segment kept being removed");
+}
+
+void set_driver(dvs_node *engine_node, dvs_driver *d) {
+  std::lock_guard<std::mutex> g(g_nodes_mu);
+  const std::string &name = engine_node->arena->name();
+  g_drivers.erase(std::remove_if(g_drivers.begin(), g_drivers.end(), [&](auto &x) { return x.second.second == engine_node; }),
+                  g_drivers.end());
+  if (d) g_drivers.push_back({name, {d, engine_node}});
+  for (dvs_node *n : g_nodes)
+    if (n != engine_node && n->arena && n->arena->name() == name) n->driver = d;
 }
 
 int node_detach(dvs_node *n, bool keep_mapping) {

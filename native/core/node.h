@@ -15,6 +15,15 @@
 
 struct dvs_endpoint;
 
+// Set when this process embeds its node's agent in invoker mode: blocking
+// waits drive the agent's engine (transport and proxies) instead of sleeping
+// on a futex that only the (absent) engine thread would have woken them from.
+struct dvs_driver {
+  bool (*poll)(void *arg);                   // one duty cycle; true when it moved messages
+  void (*wait)(void *arg, uint64_t max_ns);  // sleep until the engine has something to do
+  void *arg;
+};
+
 struct dvs_node {
   dvs::Arena *arena = nullptr;
   uint32_t node_id = 0;
@@ -26,6 +35,7 @@ struct dvs_node {
   int bell_rx = -1;  // our doorbell (bell_mode 0)
   int bell_tx = -1;  // for ringing others
   bool forked = false;
+  dvs_driver *driver = nullptr;
   std::vector<dvs_endpoint *> eps;
   uint32_t alloc_cursor[dvs::kMaxClasses] = {};  // where this process looks for free blocks next
   dvs::BellAddr bell_cache[256];
@@ -61,6 +71,10 @@ int node_attach(const dvs_attach_opts *opts, uint32_t bell_mode, dvs_node **out)
 // keep_mapping: leave the arena mapped (the addon unmaps it when its last view is collected).
 int node_detach(dvs_node *n, bool keep_mapping);
 int node_reap_dead(dvs_node *n);
+// Installs (or, d = nullptr, removes) the driver of an invoker-mode engine
+// attached as engine_node: every other attachment of this process to the same
+// arena, now and later, drives it while it waits.
+void set_driver(dvs_node *engine_node, dvs_driver *d);
 
 int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out);
 int ep_close(dvs_endpoint *me);

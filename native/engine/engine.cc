@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -100,19 +101,36 @@ std::unique_ptr<Engine> Engine::start(const EngineConfig &cfg, std::string *err,
     *err = std::string("epoll/eventfd: ") + strerror(errno);
     return nullptr;
   }
-  for (int fd : {g->net_->fd(), g->node_->bell_rx, g->cmdfd_}) {
+  if (cfg.invoker && (g->timerfd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0) {
+    *code = EDVSNOMEM;
+    *err = std::string("timerfd: ") + strerror(errno);
+    return nullptr;
+  }
+  for (int fd : {g->net_->fd(), g->node_->bell_rx, g->cmdfd_, g->timerfd_}) {
+    if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
     epoll_ctl(g->epfd_, EPOLL_CTL_ADD, fd, &ev);
   }
   g->bind_seq_ = h->bind_seq.load() - 1;  // report the initial table
-  g->thread_ = std::thread([e = g.get()] { e->run(); });
+  if (cfg.invoker) {
+    Engine *e = g.get();
+    e->driver_ = {[](void *x) {
+                    uint64_t next;
+                    return static_cast<Engine *>(x)->poll(&next);
+                  },
+                  [](void *x, uint64_t ns) { static_cast<Engine *>(x)->wait(ns); }, e};
+    set_driver(e->node_, &e->driver_);
+  } else {
+    g->thread_ = std::thread([e = g.get()] { e->run(); });
+  }
   return g;
 }
 
 Engine::~Engine() {
   stop();
+  if (node_ && cfg_.invoker) set_driver(node_, nullptr);
   net_.reset();
   if (node_) {
     ArenaHeader *h = node_->arena->hdr();
@@ -122,6 +140,7 @@ Engine::~Engine() {
   }
   if (epfd_ >= 0) close(epfd_);
   if (cmdfd_ >= 0) close(cmdfd_);
+  if (timerfd_ >= 0) close(timerfd_);
 }
 
 void Engine::stop() {
@@ -627,7 +646,7 @@ void Engine::on_peer_down(uint32_t peer) {
 
 // ------------------------------------------------------------ the loop
 
-void Engine::arm_and_sleep(uint64_t timeout_ns) {
+bool Engine::arm() {
   Arena &a = *node_->arena;
   bool work = false;
   for (auto &[e, peer] : owned_) {
@@ -638,50 +657,75 @@ void Engine::arm_and_sleep(uint64_t timeout_ns) {
   if (!parked_.empty()) {
     a.hdr()->space_bells[p / 64].fetch_or(1ULL << (p % 64), std::memory_order_seq_cst);
     for (auto &[slot, q] : parked_) a.endpoint(slot)->space_bells[p / 64].fetch_or(1ULL << (p % 64));
-    work = work || retry_parked();
+    work = retry_parked() || work;
   }
-  if (work) return;
+  return work;
+}
+
+void Engine::drain_wake_fds() {
+  doorbell_drain(node_->bell_rx);
+  uint64_t v;
+  (void)!read(cmdfd_, &v, sizeof v);
+  if (timerfd_ >= 0) (void)!read(timerfd_, &v, sizeof v);
+}
+
+void Engine::arm_and_sleep(uint64_t timeout_ns) {
+  if (arm()) return;
   epoll_event evs[4];
   // The transport's deadlines (delayed acknowledgements, loss detection) are
   // sub-millisecond: sleep to the µs (epoll_pwait2), not rounded up to a ms.
   timespec ts{time_t(timeout_ns / 1000000000ULL), long(timeout_ns % 1000000000ULL)};
   int n = epoll_pwait2(epfd_, evs, 4, &ts, nullptr);
   if (n < 0 && errno == ENOSYS) n = epoll_wait(epfd_, evs, 4, int((timeout_ns + 999999) / 1000000));
-  for (int i = 0; i < n; i++) {
-    if (evs[i].data.fd == node_->bell_rx) doorbell_drain(node_->bell_rx);
-    if (evs[i].data.fd == cmdfd_) {
-      uint64_t v;
-      (void)!read(cmdfd_, &v, sizeof v);
-    }
-  }
+  if (n > 0) drain_wake_fds();
 }
 
-void Engine::run() {
+bool Engine::duty_cycle(uint64_t *next_ns) {
   ArenaHeader *h = node_->arena->hdr();
+  apply_commands();
+  uint64_t before = counters_.delivered.load(std::memory_order_relaxed) +
+                    counters_.forwarded.load(std::memory_order_relaxed);
+  if (!parked_.empty()) retry_parked();
+  drain_outbound();
+  net_->flush();
+  net_->on_readable();
+  flush_acks();
+  uint64_t now = now_ns();
+  *next_ns = std::min(net_->tick(now), kMaxSleepNs);
+  for (auto &[peer, q] : backlog_)
+    if (!q.empty()) flush_backlog(peer);
+  net_->flush();
+  uint32_t bs = h->bind_seq.load(std::memory_order_acquire);
+  if (bs != bind_seq_) {
+    bind_seq_ = bs;
+    emit({EngineEvent::kBindsChanged, 0, 0, {}});
+  }
+  if (now - stats_at_ >= kStatsEveryNs) refresh_stats();
+  return counters_.delivered.load(std::memory_order_relaxed) + counters_.forwarded.load(std::memory_order_relaxed) !=
+         before;
+}
+
+bool Engine::poll(uint64_t *next_ns) { return duty_cycle(next_ns); }
+
+void Engine::set_timer(uint64_t next_ns) {
+  if (timerfd_ < 0) return;
+  drain_wake_fds();  // the host is about to sleep on poll_fd(): clear what woke it last time
+  itimerspec t{};
+  t.it_value.tv_sec = time_t(next_ns / 1000000000ULL);
+  t.it_value.tv_nsec = long(next_ns % 1000000000ULL);
+  if (!t.it_value.tv_sec && !t.it_value.tv_nsec) t.it_value.tv_nsec = 1;
+  timerfd_settime(timerfd_, 0, &t, nullptr);
+}
+
+void Engine::wait(uint64_t timeout_ns) { arm_and_sleep(timeout_ns); }
+
+void Engine::run() {
   uint64_t busy_until = 0;
   while (!stopping_.load(std::memory_order_relaxed)) {
-    apply_commands();
-    uint64_t before = counters_.delivered.load(std::memory_order_relaxed) +
-                      counters_.forwarded.load(std::memory_order_relaxed);
-    if (!parked_.empty()) retry_parked();
-    drain_outbound();
-    net_->flush();
-    net_->on_readable();
-    flush_acks();
+    uint64_t next;
+    bool progress = duty_cycle(&next);
     uint64_t now = now_ns();
-    uint64_t next = net_->tick(now);
-    for (auto &[peer, q] : backlog_)
-      if (!q.empty()) flush_backlog(peer);
-    net_->flush();
-    uint32_t bs = h->bind_seq.load(std::memory_order_acquire);
-    if (bs != bind_seq_) {
-      bind_seq_ = bs;
-      emit({EngineEvent::kBindsChanged, 0, 0, {}});
-    }
-    if (now - stats_at_ >= kStatsEveryNs) refresh_stats();
-    uint64_t after = counters_.delivered.load(std::memory_order_relaxed) +
-                     counters_.forwarded.load(std::memory_order_relaxed);
-    if (after != before) {
+    if (progress) {
       busy_until = now + uint64_t(cfg_.spin_us) * 1000;
       continue;
     }
@@ -689,7 +733,7 @@ void Engine::run() {
       cpu_relax();
       continue;
     }
-    arm_and_sleep(std::min(next, kMaxSleepNs));
+    arm_and_sleep(next);
   }
   refresh_stats();
 }

@@ -32,6 +32,11 @@ struct EngineConfig {
   net::TransportConfig net;
   uint32_t spin_us = 0;               // busy-poll this long after activity before sleeping
   uint32_t park_bytes = 64u << 20;    // inbound messages held for full mailboxes, before back-pressuring the peer
+  // Invoker mode: no engine thread; the host drives the duty cycle (poll/arm/wait)
+  // on its own thread — in dvs, the event loop and the sync waits of the
+  // process that embeds the agent (Aeron's "agent invoker"). No thread hand-off
+  // on the data path, at the price of running the transport on the app's thread.
+  bool invoker = false;
 };
 
 // One endpoint bound on another node, as the directory reports it.
@@ -81,6 +86,19 @@ class Engine : public net::Handler {
   // the host then drains them with next_event() on its own thread.
   void set_event_callback(void (*cb)(void *), void *arg);
   bool next_event(EngineEvent *out);
+
+  // Invoker mode (the host's thread drives; never call from two threads):
+  // one duty cycle, true when it moved messages; *next_ns: when to call again at the latest.
+  bool poll(uint64_t *next_ns);
+  // Arms the wake-ups (proxy/route doorbells, space); true if work is already there.
+  bool arm();
+  // Before the host sleeps on poll_fd(): clears its wake-ups and makes it readable in next_ns.
+  void set_timer(uint64_t next_ns);
+  // arm() and, if idle, sleep until a datagram, a doorbell, a command, or timeout_ns.
+  void wait(uint64_t timeout_ns);
+  // Readable when poll() has something to do (an epoll fd over the socket, doorbell, commands).
+  int poll_fd() const { return epfd_; }
+  bool invoker() const { return cfg_.invoker; }
 
   uint16_t port() const { return port_; }
   dvs_node *node() const { return node_; }
@@ -133,6 +151,8 @@ class Engine : public net::Handler {
   // (dc, ep) -> slot through a small cache validated against the slot (one hash lookup saved per message).
   uint32_t lookup(uint32_t dc, int32_t ep);
   void arm_and_sleep(uint64_t timeout_ns);
+  bool duty_cycle(uint64_t *next_ns);
+  void drain_wake_fds();
   void emit(EngineEvent ev);
   void refresh_stats();
 
@@ -140,7 +160,8 @@ class Engine : public net::Handler {
   dvs_node *node_ = nullptr;
   std::unique_ptr<net::Transport> net_;
   uint16_t port_ = 0;
-  int epfd_ = -1, cmdfd_ = -1;
+  int epfd_ = -1, cmdfd_ = -1, timerfd_ = -1;  // timerfd: invoker mode only
+  dvs_driver driver_{};
   std::thread thread_;
   std::atomic<bool> stopping_{false};
 
