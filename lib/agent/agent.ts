@@ -41,6 +41,12 @@ export interface PsRow {
   msgsOut: number;
 }
 
+// Embedded agents still running when the process exits (process.exit(), an
+// uncaught exception) close their engine on the way out, so the node's arena
+// does not outlive its last process.
+const running = new Set<Agent>();
+let exitHook = false;
+
 interface PeerState {
   addr: PeerAddress;
   up: boolean;
@@ -125,6 +131,13 @@ export class Agent {
       a.peers.set(p.node, { addr: p, up: false, incarnation: 0, since: Date.now() });
       a.engine.addPeer(p.node, p.host, p.port);
     }
+    running.add(a);
+    if (!exitHook) {
+      exitHook = true;
+      process.on('exit', () => {
+        for (const r of running) r.closeNow();
+      });
+    }
     logger('info', 'agent started', {
       namespace: a.namespace,
       listen: `${cfg.listen.host}:${a.port}`,
@@ -203,9 +216,17 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    running.delete(this);
     await this.control?.close();
     this.engine.close();
     this.log('info', 'agent stopped', {});
+  }
+
+  /** Synchronous teardown at process exit. */
+  private closeNow(): void {
+    this.stopped = true;
+    running.delete(this);
+    this.engine.close();
   }
 
   private sendControl(node: number, msg: object): void {
