@@ -385,7 +385,6 @@ void Engine::answer_local(const ReplyTarget &t, int32_t from_ep, int32_t status)
 
 bool Engine::drain_outbound() {
   bool progress = false;
-  blocked_on_net_ = false;
   for (auto &[e, peer] : owned_) progress = drain_slot(e, peer) || progress;
   return progress;
 }
@@ -433,8 +432,7 @@ bool Engine::drain_slot(dvs_endpoint *e, uint32_t peer) {
       const uint8_t *payload = block != kNone ? a.base() + a.block_offset(block) : nullptr;
       iovec iov[2] = {{&f, sizeof f}, {const_cast<uint8_t *>(payload), len}};
       if (!net_->submit(peer, iov, len ? 2 : 1)) {
-        blocked_on_net_ = true;
-        break;
+        break;  // the window is full: the cell stays, the inbox fills, senders are back-pressured
       }
       if (!is_route && wants_reply(*c)) pending_.put({c->src_dc, c->src_ep, c->call_id, c->src_gen, peer, e->ep, 1});
       counters_.forwarded.fetch_add(1, std::memory_order_relaxed);

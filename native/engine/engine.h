@@ -189,7 +189,6 @@ class Engine : public net::Handler {
   uint32_t bind_seq_ = 0;
   uint32_t alloc_cursor_[kMaxClasses] = {};
   EngineCounters counters_;
-  bool blocked_on_net_ = false;
   struct LookupEntry {
     uint32_t dc = kNone;
     int32_t ep = -1;
