@@ -1,6 +1,7 @@
 /**
- * Renders a local-suite JSON result (`npm run bench -- local --json FILE`) as
- * the Markdown table the README shows: `node dist/bench/markdown.js FILE`.
+ * Renders a local- or udp-suite JSON result (`npm run bench -- local --json
+ * FILE`, `... udp --json FILE`) as the Markdown table the README shows:
+ * `node dist/bench/markdown.js FILE`.
  */
 import { readFileSync } from 'node:fs';
 
@@ -11,8 +12,11 @@ interface Row {
   rtt_p99_us?: number;
   msgs_per_s?: number;
   gbytes_per_s?: number;
+  lost?: number;
+  retransmits?: number;
 }
 interface Result {
+  suite?: string;
   host: { cpus: number; model: string; kernel: string; node: string };
   quick: boolean;
   results: Row[];
@@ -20,7 +24,7 @@ interface Result {
 
 const file = process.argv[2];
 if (file === undefined) {
-  process.stderr.write('usage: markdown.js <local-suite.json>\n');
+  process.stderr.write('usage: markdown.js <local-suite.json | udp-suite.json>\n');
   process.exit(2);
 }
 const data = JSON.parse(readFileSync(file, 'utf8')) as Result;
@@ -30,13 +34,39 @@ const cell = (t: string, size: number, key: keyof Row, digits: number, scale = 1
   return typeof v === 'number' ? (v / scale).toFixed(digits) : '–';
 };
 const transports = [...new Set(data.results.map((r) => r.transport))];
-const lines = [
-  `| transport | RTT p50 64 B (µs) | RTT p99 64 B | RTT p50 4 KiB | RTT p50 1 MiB | msgs/s 64 B | msgs/s 4 KiB | GB/s 64 KiB | GB/s 1 MiB |`,
-  `|---|---:|---:|---:|---:|---:|---:|---:|---:|`,
-  ...transports.map(
-    (t) =>
-      `| ${t} | ${cell(t, 64, 'rtt_p50_us', 2)} | ${cell(t, 64, 'rtt_p99_us', 1)} | ${cell(t, 4096, 'rtt_p50_us', 2)} | ${cell(t, 1 << 20, 'rtt_p50_us', 0)} | ${cell(t, 64, 'msgs_per_s', 2, 1e6)}M | ${cell(t, 4096, 'msgs_per_s', 2, 1e6)}M | ${cell(t, 65536, 'gbytes_per_s', 1)} | ${cell(t, 1 << 20, 'gbytes_per_s', 1)} |`,
-  ),
-];
 const h = data.host;
-process.stdout.write(`${lines.join('\n')}\n\nMeasured with \`npm run bench -- local${data.quick ? ' --quick' : ''}\` on ${h.cpus} × ${h.model}, Linux ${h.kernel}, Node ${h.node}.\n`);
+const measuredOn = (suite: string): string =>
+  `Measured with \`npm run bench -- ${suite}${data.quick ? ' --quick' : ''}\` on ${h.cpus} × ${h.model}, Linux ${h.kernel}, Node ${h.node}.\n`;
+
+/** Sum of `key` over a transport's rows, or '–' when none reports it. */
+const total = (t: string, key: 'lost' | 'retransmits'): string => {
+  const values = data.results.filter((x) => x.transport === t).map((x) => x[key]).filter((v): v is number => typeof v === 'number');
+  return values.length === 0 ? '–' : String(values.reduce((a, b) => a + b, 0));
+};
+
+if (data.suite === 'udp') {
+  const kilo = (t: string, size: number): string => {
+    const v = cell(t, size, 'msgs_per_s', 0, 1e3);
+    return v === '–' ? v : `${v}k`;
+  };
+  const lines = [
+    `| transport | RTT p50 64 B (µs) | RTT p99 64 B | RTT p50 1400 B | RTT p99 1400 B | msgs/s 64 B | msgs/s 1400 B | MB/s 1 MiB | lost | retransmits |`,
+    `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+    ...transports.map(
+      (t) =>
+        `| ${t} | ${cell(t, 64, 'rtt_p50_us', 1)} | ${cell(t, 64, 'rtt_p99_us', 0)} | ${cell(t, 1400, 'rtt_p50_us', 1)} | ${cell(t, 1400, 'rtt_p99_us', 0)} | ` +
+        `${kilo(t, 64)} | ${kilo(t, 1400)} | ${cell(t, 1 << 20, 'gbytes_per_s', 0, 1e-3)} | ${total(t, 'lost')} | ${total(t, 'retransmits')} |`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n\n${measuredOn('udp')}`);
+} else {
+  const lines = [
+    `| transport | RTT p50 64 B (µs) | RTT p99 64 B | RTT p50 4 KiB | RTT p50 1 MiB | msgs/s 64 B | msgs/s 4 KiB | GB/s 64 KiB | GB/s 1 MiB |`,
+    `|---|---:|---:|---:|---:|---:|---:|---:|---:|`,
+    ...transports.map(
+      (t) =>
+        `| ${t} | ${cell(t, 64, 'rtt_p50_us', 2)} | ${cell(t, 64, 'rtt_p99_us', 1)} | ${cell(t, 4096, 'rtt_p50_us', 2)} | ${cell(t, 1 << 20, 'rtt_p50_us', 0)} | ${cell(t, 64, 'msgs_per_s', 2, 1e6)}M | ${cell(t, 4096, 'msgs_per_s', 2, 1e6)}M | ${cell(t, 65536, 'gbytes_per_s', 1)} | ${cell(t, 1 << 20, 'gbytes_per_s', 1)} |`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n\n${measuredOn('local')}`);
+}

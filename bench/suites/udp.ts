@@ -1,8 +1,11 @@
 /**
  * The `udp` suite: two agents on this machine over UDP on 127.0.0.1. RTT at
  * 64 B and 1400 B (one datagram, under a typical MTU), one-way throughput at
- * 64 B, 1400 B and 1 MiB; the dvs rows (`dvs-udp*`, see
- * `transports/dvs-udp.ts`) against node:dgram, sockperf and zeromq over TCP.
+ * 64 B, 1400 B and 1 MiB; the dvs rows (see `transports/dvs-udp.ts`:
+ * `dvs-udp` with separate agent processes, `dvs-udp-embedded` and
+ * `dvs-udp-spin` with agents embedded in invoker mode, and the 5 %-loss
+ * variants `dvs-udp-loss5` and `dvs-udp-embedded-loss5`) against node:dgram,
+ * sockperf and zeromq over TCP.
  * Rows of UDP transports carry `lost` (datagrams, see `ThroughputResult.lost`).
  */
 import { measure, selectTransports, summary, type Plan } from '../measure.js';
@@ -59,8 +62,8 @@ export async function runUdp(transports: readonly Transport[], opts: SuiteOption
   const ratioText = renderRatioTables(ratios);
   const text = [
     renderMetricTables(results),
-    ratioText === '' ? 'Ratios: no dvs rows in this run (transports/dvs-udp.ts returns none yet).\n' : ratioText,
-    notes.length > 0 ? ['What the baseline rows measure:', ...notes.map((n) => `  ${n}`)].join('\n') + '\n' : '',
+    ratioText === '' ? 'Ratios: no dvs rows in this run.\n' : ratioText,
+    notes.length > 0 ? ['What the rows measure:', ...notes.map((n) => `  ${n}`)].join('\n') + '\n' : '',
   ];
   return { json: { results, ratios }, text: text.filter((part) => part !== '').join('\n') };
 }
