@@ -158,6 +158,7 @@ void Engine::stop() {
     {                                       \
       std::lock_guard<std::mutex> g(cmd_mu_); \
       cmds_.push_back(__VA_ARGS__);         \
+      has_cmds_.store(true);                \
     }                                       \
     uint64_t one = 1;                       \
     (void)!write(cmdfd_, &one, sizeof one); \
@@ -236,10 +237,12 @@ void Engine::emit(EngineEvent ev) {
 }
 
 void Engine::apply_commands() {
+  if (!has_cmds_.load(std::memory_order_acquire)) return;  // the common case: no lock, no allocation
   std::deque<Command> cmds;
   {
     std::lock_guard<std::mutex> g(cmd_mu_);
     cmds.swap(cmds_);
+    has_cmds_.store(false, std::memory_order_relaxed);
   }
   for (Command &c : cmds) {
     switch (c.type) {

@@ -167,6 +167,7 @@ class Engine : public net::Handler {
 
   std::mutex cmd_mu_;
   std::deque<Command> cmds_;
+  std::atomic<bool> has_cmds_{false};
 
   std::mutex ev_mu_;
   std::deque<EngineEvent> events_;
