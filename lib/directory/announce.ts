@@ -6,6 +6,8 @@
 import type { Directory, DirectoryEntry, DirectoryHost } from './directory.js';
 
 const MAX = 0xffffff;
+/** More endpoints than any arena holds (its table has at most 2^16 slots): a malformed announcement. */
+const MAX_ENTRIES = 1 << 16;
 
 function key(eps: readonly DirectoryEntry[]): string {
   return eps.map((e) => `${e.dc}:${e.ep}:${e.gen}:${e.pid}`).join(',');
@@ -13,7 +15,7 @@ function key(eps: readonly DirectoryEntry[]): string {
 
 /** Validates a peer's announcement (it crossed the network). */
 function parseEntries(x: unknown): DirectoryEntry[] | null {
-  if (!Array.isArray(x)) return null;
+  if (!Array.isArray(x) || x.length > MAX_ENTRIES) return null;
   const out: DirectoryEntry[] = [];
   for (const e of x) {
     if (!Array.isArray(e) || e.length !== 4 || !e.every((v) => Number.isInteger(v) && v >= 0)) return null;
