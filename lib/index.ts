@@ -5,6 +5,7 @@ export { Message, type MessageKind, type Reply } from './message.js';
 export { DvsError, codes, type DvsErrorCode } from './errors.js';
 export { ANY, MAX_PAYLOAD, MAX_DC, MAX_EP, type Address, type Payload } from './validate.js';
 export type { NativeStats as NodeStats } from './native.js';
-export { Agent, startAgent, type AgentStatus, type PsRow } from './agent/agent.js';
+export { Agent, startAgent, type AgentStatus, type PsRow, type NodesResult, type NodeRow } from './agent/agent.js';
+export type { Member, MemberState, Membership, View } from './membership/membership.js';
 export type { AgentConfig, PeerAddress, HostPort, DcSpec } from './agent/config.js';
 export type { FaultOptions } from './native.js';

@@ -5,6 +5,8 @@
 import { AnnounceDirectory } from '../directory/announce.js';
 import type { Directory, DirectoryEntry } from '../directory/directory.js';
 import { DvsError } from '../errors.js';
+import { EmbeddedMembership } from '../membership/embedded.js';
+import type { Member, Membership, View } from '../membership/membership.js';
 import { binding, EngineEvent, type EngineEndpoint, type FaultOptions, type NativeEngine } from '../native.js';
 import { checkConfig, type AgentConfig, type PeerAddress } from './config.js';
 import { ControlServer, controlPath, defaultNamespace, type ControlConnection, type ControlRequest } from './control.js';
@@ -31,6 +33,20 @@ export interface AgentStatus {
   clients: number;
 }
 
+export interface NodeRow extends Member {
+  /** Endpoints bound on that node as this node's directory knows them. */
+  endpoints: number;
+}
+
+export interface NodesResult {
+  node: number;
+  namespace: string;
+  /** 'embedded' (membership from --seeds) or 'static' (--peers only: view number 0, states from the links). */
+  mode: 'embedded' | 'static';
+  view: number;
+  members: NodeRow[];
+}
+
 export interface PsRow {
   dc: number;
   ep: number;
@@ -40,6 +56,10 @@ export interface PsRow {
   msgsIn: number;
   msgsOut: number;
 }
+
+/** Membership mode defaults: transport deadAfterMs, then suspect → dead (detection 1.5 s). */
+const MEMBERSHIP_DEAD_AFTER_MS = 1000;
+const SUSPECT_MS = 500;
 
 // Embedded agents still running when the process exits (process.exit(), an
 // uncaught exception) close their engine on the way out, so the node's arena
@@ -68,6 +88,9 @@ export class Agent {
   private readonly startedAt = new Date();
   private stopped = false;
   private peerWaiters: (() => void)[] = [];
+  /** Embedded membership (when `seeds` is configured); null with static peers only. */
+  readonly membership: Membership | null = null;
+  private readonly embedded: EmbeddedMembership | null = null;
 
   private constructor(
     private readonly cfg: AgentConfig,
@@ -87,7 +110,7 @@ export class Agent {
         mtu: cfg.mtu,
         windowBytes: cfg.windowBytes,
         heartbeatMs: cfg.heartbeatMs,
-        deadAfterMs: cfg.deadAfterMs,
+        deadAfterMs: cfg.deadAfterMs ?? (cfg.seeds ? MEMBERSHIP_DEAD_AFTER_MS : undefined),
         spinUs: cfg.spinUs,
         invoker: cfg.invoker,
         fault: cfg.fault,
@@ -109,6 +132,42 @@ export class Agent {
       peersUp: () => [...this.peers.values()].filter((p) => p.up).map((p) => p.addr.node),
       warn: (msg, fields) => this.log('warn', msg, fields),
     });
+    if (cfg.seeds) {
+      this.embedded = new EmbeddedMembership(
+        {
+          node: cfg.node,
+          host: cfg.listen.host,
+          port: this.port,
+          incarnation: this.incarnation,
+          seeds: [...cfg.seeds, ...cfg.peers],
+          deadAfterMs: cfg.deadAfterMs ?? MEMBERSHIP_DEAD_AFTER_MS,
+          suspectMs: cfg.suspectMs ?? SUSPECT_MS,
+        },
+        {
+          addPeer: (node, host, port) => this.addPeer({ node, host, port }),
+          removePeer: (node) => {
+            if (!this.peers.delete(node)) return;
+            this.engine.removePeer(node);
+            this.directory.forget(node);
+          },
+          forget: (node) => {
+            this.engine.setRemote(node, new Uint32Array(0));
+            this.directory.forget(node);
+          },
+          send: (node, msg) => this.sendControl(node, msg),
+          log: this.log,
+        },
+      );
+      this.membership = this.embedded;
+    }
+  }
+
+  private addPeer(p: PeerAddress): void {
+    const cur = this.peers.get(p.node);
+    if (cur && cur.addr.host === p.host && cur.addr.port === p.port) return;
+    if (cur) cur.addr = p;
+    else this.peers.set(p.node, { addr: p, up: false, incarnation: 0, since: Date.now() });
+    this.engine.addPeer(p.node, p.host, p.port);
   }
 
   /** Starts an agent: arena, engine thread, peers, control socket. */
@@ -127,9 +186,15 @@ export class Agent {
       a.engine.close();
       throw e;
     }
-    for (const p of cfg.peers) {
-      a.peers.set(p.node, { addr: p, up: false, incarnation: 0, since: Date.now() });
-      a.engine.addPeer(p.node, p.host, p.port);
+    for (const p of cfg.peers) a.addPeer(p);
+    if (a.embedded) {
+      try {
+        await a.embedded.start();
+      } catch (e) {
+        await a.control.close();
+        a.engine.close();
+        throw e;
+      }
     }
     running.add(a);
     if (!exitHook) {
@@ -143,6 +208,7 @@ export class Agent {
       listen: `${cfg.listen.host}:${a.port}`,
       peers: cfg.peers.map((p) => `${p.node}=${p.host}:${p.port}`),
       incarnation: a.incarnation,
+      membership: cfg.seeds ? { seeds: cfg.seeds.map((p) => `${p.node}=${p.host}:${p.port}`), deadAfterMs: cfg.deadAfterMs ?? MEMBERSHIP_DEAD_AFTER_MS, suspectMs: cfg.suspectMs ?? SUSPECT_MS } : undefined,
       fault: cfg.fault,
       pid: process.pid,
     });
@@ -168,6 +234,30 @@ export class Agent {
       })),
       dcs: this.cfg.dcs ?? [],
       clients: this.clients.size,
+    };
+  }
+
+  /** The cluster's members as this node sees them, with the endpoints its directory knows per node. */
+  nodes(): NodesResult {
+    const remote = this.directory.remote();
+    const local = this.engine.endpoints().filter((e) => !e.remote).length;
+    const count = (n: number): number => (n === this.node ? local : (remote.get(n)?.length ?? 0));
+    let v: View;
+    if (this.membership) v = this.membership.view();
+    else
+      v = {
+        number: 0,
+        members: [
+          { node: this.node, address: `${this.cfg.listen.host}:${this.port}`, incarnation: this.incarnation, state: 'alive' as const },
+          ...[...this.peers.values()].map((p) => ({ node: p.addr.node, address: `${p.addr.host}:${p.addr.port}`, incarnation: p.incarnation, state: p.up ? ('alive' as const) : ('suspect' as const) })),
+        ].sort((a, b) => a.node - b.node),
+      };
+    return {
+      node: this.node,
+      namespace: this.namespace,
+      mode: this.membership ? 'embedded' : 'static',
+      view: v.number,
+      members: v.members.map((m) => ({ ...m, endpoints: m.state === 'dead' || m.state === 'left' ? 0 : count(m.node) })),
     };
   }
 
@@ -215,6 +305,9 @@ export class Agent {
   /** Stops the engine (proxies go, calls through this node fail), closes the control socket, detaches. */
   async stop(): Promise<void> {
     if (this.stopped) return;
+    // Graceful leave first (the engine still runs): the others mark this node 'left' at once.
+    await this.embedded?.leave();
+    if (this.stopped) return;
     this.stopped = true;
     running.delete(this);
     await this.control?.close();
@@ -225,6 +318,7 @@ export class Agent {
   /** Synchronous teardown at process exit. */
   private closeNow(): void {
     this.stopped = true;
+    this.embedded?.stop();
     running.delete(this);
     this.engine.close();
   }
@@ -242,6 +336,7 @@ export class Agent {
         if (p) Object.assign(p, { up: true, incarnation: inc, since: Date.now() });
         this.log('info', 'peer up', { peer, incarnation: inc });
         this.directory.peerUp(peer);
+        if (p) this.embedded?.peerUp(peer, inc, `${p.addr.host}:${p.addr.port}`);
         for (const w of this.peerWaiters.splice(0)) w();
         break;
       }
@@ -251,6 +346,7 @@ export class Agent {
         if (p) Object.assign(p, { up: false, since: Date.now() });
         this.log('warn', 'peer down', { peer });
         this.directory.peerDown(peer);
+        this.embedded?.peerDown(peer);
         break;
       }
       case EngineEvent.Control: {
@@ -261,7 +357,12 @@ export class Agent {
           this.log('warn', 'malformed control message', { peer });
           return;
         }
-        if ((msg as { k?: unknown }).k === 'dir') this.directory.receive(peer, msg);
+        const k = (msg as { k?: unknown }).k;
+        if (k === 'dir') this.directory.receive(peer, msg);
+        else if (k === 'mem') {
+          if (this.embedded) this.embedded.receive(peer, msg);
+          else this.log('warn', 'membership message from a peer, but this agent has static peers only (no --seeds)', { peer });
+        }
         break;
       }
       case EngineEvent.BindsChanged:
@@ -296,6 +397,8 @@ export class Agent {
         return { node: this.node, endpoints: this.ps() };
       case 'stats':
         return this.stats();
+      case 'nodes':
+        return this.nodes();
       case 'fault': {
         const f: FaultOptions = {};
         for (const k of ['loss', 'dup', 'reorder', 'delayUs', 'jitterUs', 'seed'] as const) {

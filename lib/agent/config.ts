@@ -26,6 +26,14 @@ export interface AgentConfig {
   listen: HostPort;
   /** The other agents of the cluster. */
   peers: PeerAddress[];
+  /**
+   * Embedded membership: agents to join through (may include this node; none
+   * but itself, or an empty list, forms a new cluster). Without it the agent
+   * runs with static `peers` only, as before.
+   */
+  seeds?: PeerAddress[];
+  /** Membership: a member whose link is down this long after the transport declared it down is dead (ms, default 500). */
+  suspectMs?: number;
   /** DCs and the nodes they span (informational until the directory enforces them). */
   dcs?: DcSpec[];
   /** Arena namespace (default $DVS_NAMESPACE or "default"). */
@@ -34,7 +42,7 @@ export interface AgentConfig {
   fault?: FaultOptions;
   /** Idle keepalive period (ms, default 100). */
   heartbeatMs?: number;
-  /** A peer silent this long is down: waiting calls fail with EDVSNOTCONN (ms, default 1500). */
+  /** A peer silent this long is down: waiting calls fail with EDVSNOTCONN (ms, default 1500; 1000 with seeds). */
   deadAfterMs?: number;
   /** Max UDP payload per datagram (default 1472). */
   mtu?: number;
@@ -71,12 +79,12 @@ function nodeId(s: string | number, what: string): number {
 }
 
 /** "2=127.0.0.1:7002,3=127.0.0.1:7003" */
-export function parsePeers(s: string): PeerAddress[] {
+export function parsePeers(s: string, flag = '--peers'): PeerAddress[] {
   if (!s.trim()) return [];
   return s.split(',').map((part) => {
     const eq = part.indexOf('=');
-    if (eq < 0) throw new DvsError('EDVSINVAL', `--peers entries are <node>=<ipv4>:<port>, got '${part}'`);
-    return { node: nodeId(part.slice(0, eq), '--peers'), ...parseHostPort(part.slice(eq + 1), '--peers address') };
+    if (eq < 0) throw new DvsError('EDVSINVAL', `${flag} entries are <node>=<ipv4>:<port>, got '${part}'`);
+    return { node: nodeId(part.slice(0, eq), flag), ...parseHostPort(part.slice(eq + 1), `${flag} address`) };
   });
 }
 
@@ -124,7 +132,18 @@ export function checkConfig(c: AgentConfig): AgentConfig {
     if (!isIPv4(p.host) || !Number.isInteger(p.port) || p.port <= 0 || p.port > 65535)
       throw new DvsError('EDVSINVAL', `peer ${p.node}: address must be an IPv4 host and a port`);
   }
-  for (const k of ['heartbeatMs', 'deadAfterMs', 'mtu', 'windowBytes', 'spinUs', 'maxProcs', 'maxEndpoints', 'inboxCells', 'replyCells', 'poolMib'] as const) {
+  if (c.seeds !== undefined) {
+    if (!Array.isArray(c.seeds)) throw new DvsError('EDVSINVAL', 'seeds must be an array');
+    const s = new Set<number>();
+    for (const p of c.seeds) {
+      nodeId(p.node, 'seeds');
+      if (s.has(p.node)) throw new DvsError('EDVSBADNODEID', `seed ${p.node} appears twice`);
+      s.add(p.node);
+      if (!isIPv4(p.host) || !Number.isInteger(p.port) || p.port <= 0 || p.port > 65535)
+        throw new DvsError('EDVSINVAL', `seed ${p.node}: address must be an IPv4 host and a port`);
+    }
+  }
+  for (const k of ['suspectMs', 'heartbeatMs', 'deadAfterMs', 'mtu', 'windowBytes', 'spinUs', 'maxProcs', 'maxEndpoints', 'inboxCells', 'replyCells', 'poolMib'] as const) {
     const v = c[k];
     if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new DvsError('EDVSINVAL', `${k} must be a non-negative integer`);
   }
@@ -145,6 +164,7 @@ export function readConfigFile(path: string): Partial<AgentConfig> {
   const out: Record<string, unknown> = { ...c };
   if (typeof c.listen === 'string') out.listen = parseHostPort(c.listen, 'listen');
   if (typeof c.peers === 'string') out.peers = parsePeers(c.peers);
+  if (typeof c.seeds === 'string') out.seeds = parsePeers(c.seeds, 'seeds');
   if (typeof c.dc === 'string') out.dcs = parseDcs(c.dc);
   if (typeof c.fault === 'string') out.fault = parseFault(c.fault);
   return out as Partial<AgentConfig>;

@@ -4,12 +4,14 @@ import { DvsError } from '../errors.js';
 import { parseArgs, type Flags } from './args.js';
 import { demo, demoPeer } from './demo.js';
 import { agent, agentHelp } from './agent.js';
+import { nodes, nodesHelp } from './nodes.js';
 import { ps } from './ps.js';
 
 const commands: Record<string, { run: (f: Flags) => Promise<number>; help: string }> = {
   demo: { run: demo, help: 'demo [--seconds N] [--size BYTES]    ping-pong between two processes, live latency' },
   agent: { run: agent, help: agentHelp },
   ps: { run: ps, help: 'ps [--node N] [--namespace NS] [--json]    the node\'s endpoint table (local and remote endpoints)' },
+  nodes: { run: nodes, help: nodesHelp },
   'demo-peer': { run: demoPeer, help: '' },
 };
 

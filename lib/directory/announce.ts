@@ -50,6 +50,10 @@ export class AnnounceDirectory implements Directory {
     // traffic resumes when it returns (the peer then announces again).
   }
 
+  forget(node: number): void {
+    this.peers.delete(node);
+  }
+
   receive(node: number, msg: unknown): void {
     const m = msg as { t?: unknown; eps?: unknown };
     if (m.t !== 'eps') return;

@@ -18,6 +18,8 @@ export interface Directory {
   peerUp(node: number): void;
   /** The link to a peer went down. */
   peerDown(node: number): void;
+  /** The peer is dead or gone (membership): drop what is known about its endpoints. */
+  forget(node: number): void;
   /** A directory message from a peer's agent. */
   receive(node: number, msg: unknown): void;
   /** What is known about each peer's endpoints. */
