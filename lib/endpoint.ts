@@ -546,14 +546,20 @@ export class Endpoint implements AsyncIterable<Message> {
   /** trySend() accepted a message: a remote one is settled later (its failures are counted in failedSends). */
   private accepted(dst: number, r: number): true {
     if (r > 0) {
-      // No promise per message: a shared record whose outcome only counts failures.
+      // No promise or object per message: one immutable record per destination
+      // incarnation, shared by its in-flight sends; a failure only counts.
       const gen = this.node._scratch[layout.outDstGen] >>> 0;
-      this.calls.set(r, { dst, gen, ack: true, resolve: noop, reject: this.countFailure });
+      let rec = this.tryRecord;
+      if (rec === null || rec.dst !== dst || rec.gen !== gen)
+        rec = this.tryRecord = { dst, gen, ack: true, resolve: noop, reject: this.countFailure };
+      this.calls.set(r, rec);
       this.node._waitInc();
       if (this.calls.size === 1) this.armSoon();  // the bell stays armed until it rings; _pump re-arms
     }
     return true;
   }
+
+  private tryRecord: PendingCall | null = null;
 
   private readonly countFailure = (): void => {
     this.failedAsync++;
