@@ -9,7 +9,9 @@ export interface CliArgs {
   readonly sizes: readonly number[] | undefined;
 }
 
-export const USAGE = `usage: node dist/bench/main.js <suite> [--quick] [--json FILE] [--only t1,t2] [--sizes 64,4096]`;
+export const USAGE =
+  `usage: node dist/bench/main.js <suite> [--quick] [--json FILE] [--only t1,t2] [--sizes 64,4096]\n` +
+  `       (membership suite: --sizes are cluster sizes in agents, default 3,5,10; --only embedded)`;
 
 const MAX_SIZE = 1 << 30;
 

@@ -1,7 +1,7 @@
 /**
- * Renders a local- or udp-suite JSON result (`npm run bench -- local --json
- * FILE`, `... udp --json FILE`) as the Markdown table the README shows:
- * `node dist/bench/markdown.js FILE`.
+ * Renders a local-, udp- or membership-suite JSON result (`npm run bench --
+ * local --json FILE`, `... udp --json FILE`, `... membership --json FILE`) as
+ * the Markdown table the README shows: `node dist/bench/markdown.js FILE`.
  */
 import { readFileSync } from 'node:fs';
 
@@ -15,16 +15,28 @@ interface Row {
   lost?: number;
   retransmits?: number;
 }
+interface MembershipRow {
+  backend: string;
+  nodes: number;
+  trials: number;
+  failure_detect_ms_p50: number | null;
+  failure_detect_ms_p99: number | null;
+  failure_suspect_ms_p50: number | null;
+  converge_ms_p50: number | null;
+  converge_ms_p99: number | null;
+  lookup_us_p50: number | null;
+}
 interface Result {
   suite?: string;
   host: { cpus: number; model: string; kernel: string; node: string };
   quick: boolean;
   results: Row[];
+  plan?: { trials: number; bindings: number };
 }
 
 const file = process.argv[2];
 if (file === undefined) {
-  process.stderr.write('usage: markdown.js <local-suite.json | udp-suite.json>\n');
+  process.stderr.write('usage: markdown.js <local-suite.json | udp-suite.json | membership-suite.json>\n');
   process.exit(2);
 }
 const data = JSON.parse(readFileSync(file, 'utf8')) as Result;
@@ -44,7 +56,20 @@ const total = (t: string, key: 'lost' | 'retransmits'): string => {
   return values.length === 0 ? '–' : String(values.reduce((a, b) => a + b, 0));
 };
 
-if (data.suite === 'udp') {
+if (data.suite === 'membership') {
+  const rows = data.results as unknown as MembershipRow[];
+  const v = (x: number | null): string => (x === null ? '–' : String(x));
+  const lines = [
+    `| backend | agents | trials | failure detect p50 (ms) | p99 | suspect p50 (ms) | binding visible p50 (ms) | p99 | lookup p50 (µs) |`,
+    `|---|---:|---:|---:|---:|---:|---:|---:|---:|`,
+    ...rows.map(
+      (r) =>
+        `| ${r.backend} | ${r.nodes} | ${r.trials} | ${v(r.failure_detect_ms_p50)} | ${v(r.failure_detect_ms_p99)} | ${v(r.failure_suspect_ms_p50)} | ` +
+        `${v(r.converge_ms_p50)} | ${v(r.converge_ms_p99)} | ${v(r.lookup_us_p50)} |`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n\n${measuredOn('membership')}`);
+} else if (data.suite === 'udp') {
   const kilo = (t: string, size: number): string => {
     const v = cell(t, size, 'msgs_per_s', 0, 1e3);
     return v === '–' ? v : `${v}k`;

@@ -97,13 +97,13 @@ let trials = 0;
 // ------------------------------------------------------------------ agents
 
 /** The line naming the error in an agent's stderr (a thrown Error or the logger's JSON line), else its last line. */
-function errorLine(stderr: string): string {
+export function errorLine(stderr: string): string {
   const lines = stderr.split('\n').map((line) => line.trim()).filter((line) => line !== '');
   return lines.find((line) => /^[A-Za-z]*Error\b/.test(line)) ?? [...lines].reverse().find((line) => /"level":"error"/.test(line)) ?? lines.at(-1) ?? '';
 }
 
-/** Two UDP ports on 127.0.0.1 that were free a moment ago (held together, so distinct). */
-async function freeUdpPorts(n: number): Promise<number[]> {
+/** `n` UDP ports on 127.0.0.1 that were free a moment ago (held together, so distinct). */
+export async function freeUdpPorts(n: number): Promise<number[]> {
   const sockets: Socket[] = [];
   try {
     for (let i = 0; i < n; i++) {
@@ -138,8 +138,18 @@ function newNamespace(): string {
   return `bench-udp-${process.pid}-${trials++}`;
 }
 
+/** SIGTERM to an agent process that still runs; SIGKILL if it has not exited after STOP_TIMEOUT_MS. Resolves once it exited. */
+export async function terminate(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
 /** Removes what is left of the namespace's arenas; throws if there was anything. */
-function checkShmGone(namespace: string): void {
+export function checkShmGone(namespace: string): void {
   const prefix = `dvs.${namespace}.`;
   const left = readdirSync('/dev/shm').filter((f) => f.startsWith(prefix));
   for (const f of left) unlinkSync(`/dev/shm/${f}`);
@@ -187,16 +197,7 @@ async function startCluster(agentArgs: readonly string[]): Promise<Cluster> {
 
   const stop = async (): Promise<void> => {
     stopping = true;
-    await Promise.all(
-      procs.map(async (child) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = once(child, 'exit');
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-        await exited;
-        clearTimeout(timer);
-      }),
-    );
+    await Promise.all(procs.map(terminate));
     checkShmGone(namespace);
   };
 

@@ -1,0 +1,425 @@
+/**
+ * The `membership` suite: clusters of 3, 5 and 10 `dvs agent` processes on
+ * 127.0.0.1 with embedded membership (every agent knows only the seed, node
+ * 1: `--seeds 1=127.0.0.1:PORT`). Each trial starts a fresh cluster (own
+ * namespace, free ports), waits until every agent's 'nodes' view shows every
+ * member alive, then measures:
+ *
+ * - converge_ms: the harness attaches to one node's arena (rotating over the
+ *   nodes), binds a fresh endpoint there and polls every other agent's 'ps'
+ *   until each lists it as remote; the sample is the time from just before
+ *   bind() to the answer that completed the set (the directory's announcement
+ *   over CONTROL frames, applied by every other agent). The harness detaches
+ *   before the failure part.
+ * - failure_detect_ms: kill -9 of one non-seed agent (rotating); every
+ *   survivor's 'nodes' is polled until its view shows the victim 'dead'; the
+ *   sample is the time from the kill to the last survivor's first 'dead'
+ *   answer (the slowest survivor). The time to the last survivor's 'suspect'
+ *   is recorded as well.
+ *
+ * Times are performance.now() in the harness, taken when an answer arrives:
+ * each sample is an upper bound with a resolution of about the poll interval
+ * (POLL_MS after a kill, CONVERGE_POLL_MS after a bind) plus one control
+ * round trip. Every survivor is polled over its
+ * own persistent control connection (there is no subscription op).
+ *
+ * Teardown after each trial: connections closed, harness detached, agents
+ * SIGTERMed (SIGKILLed after 3 s), the killed agent's arena
+ * (nobody is left to remove it after a kill -9) unlinked, and anything else
+ * left in /dev/shm/dvs.<ns>.* fails the trial.
+ *
+ * Not measured: the etcd backend (does not exist yet: no rows) and cached
+ * lookup latency (no name lookup API yet: lookup_us_p50 is null).
+ */
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { existsSync, unlinkSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { attach, type NodesResult, type PsRow } from '../../lib/index.js';
+import { controlPath } from '../../lib/agent/control.js';
+import { percentile } from '../stats.js';
+import { UsageError, type Suite, type SuiteOptions, type SuiteRun } from '../suite.js';
+import { renderTable } from '../table.js';
+import { checkShmGone, errorLine, freeUdpPorts, terminate } from '../transports/dvs-udp.js';
+
+const MAIN_JS = fileURLToPath(new URL('../../lib/cli/main.js', import.meta.url));
+const SIZES: readonly number[] = [3, 5, 10];
+const MAX_NODES = 32;
+const BACKENDS: readonly string[] = ['embedded'];
+/** Detection settings passed to every agent (the agent's defaults in membership mode). */
+const DEAD_AFTER_MS = 1000;
+const SUSPECT_MS = 500;
+/** Poll interval of the survivors' 'nodes' after a kill (a 1.5 s wait). */
+const POLL_MS = 10;
+/** Poll interval of the other agents' 'ps' after a bind (a wait of a few ms: finer, and brief). */
+const CONVERGE_POLL_MS = 2;
+const FORM_TIMEOUT_MS = 30_000;
+const DETECT_TIMEOUT_MS = 15_000;
+const CONVERGE_TIMEOUT_MS = 10_000;
+const STDERR_TAIL = 2000;
+const DC = 1;
+/** Targets of issue 4 (printed against, not asserted). */
+const TARGET_DETECT_MS = 2000;
+const TARGET_DETECT_NODES = 10;
+const TARGET_CONVERGE_MS = 50;
+
+interface Plan {
+  /** Clusters per size (one kill each). */
+  readonly trials: number;
+  /** Bindings measured per trial. */
+  readonly bindings: number;
+}
+const QUICK: Plan = { trials: 3, bindings: 2 };
+const FULL: Plan = { trials: 10, bindings: 3 };
+
+export interface MembershipRow {
+  readonly backend: string;
+  readonly nodes: number;
+  failure_detect_ms_p50: number | null;
+  failure_detect_ms_p99: number | null;
+  failure_detect_ms_max: number | null;
+  /** Kill to the last survivor's 'suspect' (p50). */
+  failure_suspect_ms_p50: number | null;
+  converge_ms_p50: number | null;
+  converge_ms_p99: number | null;
+  lookup_us_p50: null;
+  /** Trials (clusters) that completed. */
+  trials: number;
+  dead_after_ms: number;
+  suspect_ms: number;
+  samples: { failure_detect_ms: number[]; failure_suspect_ms: number[]; converge_ms: number[] };
+  errors?: string[];
+}
+
+// ---------------------------------------------------------- control client
+
+/** One persistent connection to an agent's control socket; requests may overlap (matched by id). */
+class ControlConn {
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  private buf = '';
+  private closedWith: Error | null = null;
+
+  private constructor(private readonly sock: Socket, readonly node: number) {
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk: string) => {
+      this.buf += chunk;
+      let i: number;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        const res = JSON.parse(line) as { id: number; ok: boolean; result?: unknown; error?: { message: string } };
+        const w = this.waiting.get(res.id);
+        this.waiting.delete(res.id);
+        if (res.ok) w?.resolve(res.result);
+        else w?.reject(new Error(`node ${node}: ${res.error?.message ?? 'request failed'}`));
+      }
+    });
+    const fail = (e: Error): void => {
+      this.closedWith ??= e;
+      for (const w of this.waiting.values()) w.reject(this.closedWith);
+      this.waiting.clear();
+    };
+    sock.on('error', fail);
+    sock.on('close', () => fail(new Error(`node ${node}: control connection closed`)));
+  }
+
+  static open(namespace: string, node: number): Promise<ControlConn> {
+    return new Promise((resolve, reject) => {
+      const sock = connect({ path: controlPath(namespace, node) });
+      sock.once('error', reject);
+      sock.once('connect', () => {
+        sock.off('error', reject);
+        resolve(new ControlConn(sock, node));
+      });
+    });
+  }
+
+  request<R>(op: string): Promise<R> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const id = this.nextId++;
+    return new Promise<R>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.sock.write(JSON.stringify({ id, op }) + '\n');
+    });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+// ------------------------------------------------------------------ cluster
+
+let clusters = 0;
+
+interface AgentChild {
+  readonly node: number;
+  readonly child: ChildProcess;
+  stderr: string;
+}
+
+class Cluster {
+  readonly namespace = `bench-mem-${process.pid}-${clusters++}`;
+  readonly agents: AgentChild[] = [];
+  conns: ControlConn[] = [];
+  /** Set when the harness kills an agent on purpose. */
+  killed: number | null = null;
+  private stopping = false;
+  private diedReject!: (e: Error) => void;
+  /** Rejects when an agent exits that was not killed on purpose. */
+  readonly died = new Promise<never>((_, reject) => (this.diedReject = reject));
+
+  constructor(readonly size: number) {
+    this.died.catch(() => {});
+  }
+
+  async start(): Promise<void> {
+    const ports = await freeUdpPorts(this.size);
+    const seed = `1=127.0.0.1:${ports[0]}`;
+    for (let i = 0; i < this.size; i++) {
+      const node = i + 1;
+      const child = spawn(
+        process.execPath,
+        [MAIN_JS, 'agent', '--node', String(node), '--listen', `127.0.0.1:${ports[i]}`, '--seeds', seed, '--namespace', this.namespace,
+          '--dead-after-ms', String(DEAD_AFTER_MS), '--suspect-ms', String(SUSPECT_MS), '--log-level', 'warn'],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      const a: AgentChild = { node, child, stderr: '' };
+      child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+        a.stderr = (a.stderr + text).slice(-STDERR_TAIL);
+      });
+      child.on('error', (err) => this.diedReject(new Error(`agent ${node} failed: ${err.message}`)));
+      child.on('close', (code, signal) => {
+        if (!this.stopping && this.killed !== node) this.diedReject(new Error(`agent ${node} exited (${signal ?? `code ${code}`}): ${errorLine(a.stderr)}`));
+      });
+      this.agents.push(a);
+    }
+    await Promise.race([this.formed(), this.died]);
+  }
+
+  /** Connects to every agent's control socket (retrying while it starts) and waits until every view shows all members alive. */
+  private async formed(): Promise<void> {
+    const deadline = performance.now() + FORM_TIMEOUT_MS;
+    for (const a of this.agents) {
+      for (;;) {
+        try {
+          this.conns.push(await ControlConn.open(this.namespace, a.node));
+          break;
+        } catch (err) {
+          if (performance.now() > deadline) throw new Error(`agent ${a.node}: no control socket within ${FORM_TIMEOUT_MS} ms (${(err as Error).message})`);
+          await sleep(20);
+        }
+      }
+    }
+    let last = '';
+    for (;;) {
+      const views = await Promise.all(this.conns.map((c) => c.request<NodesResult>('nodes')));
+      const bad = views.find((v) => v.members.length !== this.size || v.members.some((m) => m.state !== 'alive'));
+      if (bad === undefined) return;
+      last = `node ${bad.node}: ${bad.members.map((m) => `${m.node}:${m.state}`).join(' ')}`;
+      if (performance.now() > deadline) throw new Error(`cluster of ${this.size} not formed within ${FORM_TIMEOUT_MS} ms (${last})`);
+      await sleep(20);
+    }
+  }
+
+  conn(node: number): ControlConn {
+    return this.conns[node - 1];
+  }
+
+  kill(node: number): void {
+    this.killed = node;
+    this.agents[node - 1].child.kill('SIGKILL');
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const c of this.conns) c.close();
+    this.conns = [];
+    await Promise.all(this.agents.map((a) => terminate(a.child)));
+    // A kill -9ed agent leaves its arena behind (nobody is left to remove it): expected, removed here.
+    if (this.killed !== null) {
+      const arena = `/dev/shm/dvs.${this.namespace}.${this.killed}`;
+      if (existsSync(arena)) unlinkSync(arena);
+    }
+    checkShmGone(this.namespace);
+  }
+}
+
+// ------------------------------------------------------------ measurements
+
+/** Binds a fresh endpoint on `node` (harness attached to its arena); ms until every other agent lists it as remote. */
+async function converge(cluster: Cluster, node: number, ep: number): Promise<number> {
+  const others = cluster.conns.filter((c) => c.node !== node);
+  const n = attach({ node, namespace: cluster.namespace });
+  try {
+    const t0 = performance.now();
+    n.bind(DC, ep);
+    const times = await Promise.all(
+      others.map(async (c) => {
+        for (;;) {
+          const r = await c.request<{ endpoints: PsRow[] }>('ps');
+          const t = performance.now() - t0;
+          if (r.endpoints.some((e) => e.dc === DC && e.ep === ep && e.where === 'remote' && e.node === node)) return t;
+          if (t > CONVERGE_TIMEOUT_MS) throw new Error(`node ${c.node}: endpoint ${DC}:${ep} of node ${node} not listed within ${CONVERGE_TIMEOUT_MS} ms`);
+          await sleep(CONVERGE_POLL_MS);
+        }
+      }),
+    );
+    return Math.max(...times);
+  } finally {
+    n.detach();
+  }
+}
+
+/** Kills `victim` with SIGKILL; ms until the last survivor shows it 'suspect' and 'dead'. */
+async function detect(cluster: Cluster, victim: number): Promise<{ suspect: number; dead: number }> {
+  const survivors = cluster.conns.filter((c) => c.node !== victim);
+  const t0 = performance.now();
+  cluster.kill(victim);
+  const times = await Promise.all(
+    survivors.map(async (c) => {
+      let suspect: number | null = null;
+      for (;;) {
+        const r = await c.request<NodesResult>('nodes');
+        const t = performance.now() - t0;
+        const state = r.members.find((m) => m.node === victim)?.state;
+        if (state === 'suspect' && suspect === null) suspect = t;
+        if (state === 'dead') return { suspect: suspect ?? t, dead: t };
+        if (state !== 'alive' && state !== 'suspect') throw new Error(`node ${c.node} shows node ${victim} '${state}'`);
+        if (t > DETECT_TIMEOUT_MS) throw new Error(`node ${c.node}: node ${victim} not dead within ${DETECT_TIMEOUT_MS} ms (state ${state})`);
+        await sleep(POLL_MS);
+      }
+    }),
+  );
+  return { suspect: Math.max(...times.map((x) => x.suspect)), dead: Math.max(...times.map((x) => x.dead)) };
+}
+
+/** One trial: a fresh cluster, `plan.bindings` converge samples, one kill. */
+async function trial(size: number, index: number, plan: Plan, row: MembershipRow): Promise<void> {
+  const cluster = new Cluster(size);
+  try {
+    await cluster.start();
+    const converged: number[] = [];
+    for (let b = 0; b < plan.bindings; b++) {
+      const node = ((index * plan.bindings + b) % size) + 1;
+      converged.push(await Promise.race([converge(cluster, node, 100 + b), cluster.died]));
+    }
+    const victim = 2 + (index % (size - 1));
+    const d = await Promise.race([detect(cluster, victim), cluster.died]);
+    row.samples.converge_ms.push(...converged);
+    row.samples.failure_detect_ms.push(d.dead);
+    row.samples.failure_suspect_ms.push(d.suspect);
+    row.trials++;
+  } finally {
+    await cluster.stop();
+  }
+}
+
+const round = (x: number): number => Math.round(x * 10) / 10;
+const p = (xs: number[], q: number): number | null => (xs.length === 0 ? null : round(percentile(xs, q)));
+
+async function measureSize(size: number, plan: Plan, log: (line: string) => void): Promise<MembershipRow> {
+  const row: MembershipRow = {
+    backend: 'embedded',
+    nodes: size,
+    failure_detect_ms_p50: null,
+    failure_detect_ms_p99: null,
+    failure_detect_ms_max: null,
+    failure_suspect_ms_p50: null,
+    converge_ms_p50: null,
+    converge_ms_p99: null,
+    lookup_us_p50: null,
+    trials: 0,
+    dead_after_ms: DEAD_AFTER_MS,
+    suspect_ms: SUSPECT_MS,
+    samples: { failure_detect_ms: [], failure_suspect_ms: [], converge_ms: [] },
+  };
+  for (let i = 0; i < plan.trials; i++) {
+    try {
+      await trial(size, i, plan, row);
+      log(`embedded ${size} agents, trial ${i + 1}/${plan.trials}: detect ${round(row.samples.failure_detect_ms.at(-1)!)} ms, converge ${row.samples.converge_ms.slice(-plan.bindings).map(round).join(', ')} ms`);
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      (row.errors ??= []).push(msg);
+      log(`embedded ${size} agents, trial ${i + 1}/${plan.trials} failed: ${msg}`);
+    }
+  }
+  const s = row.samples;
+  s.failure_detect_ms = s.failure_detect_ms.map(round);
+  s.failure_suspect_ms = s.failure_suspect_ms.map(round);
+  s.converge_ms = s.converge_ms.map(round);
+  row.failure_detect_ms_p50 = p(s.failure_detect_ms, 50);
+  row.failure_detect_ms_p99 = p(s.failure_detect_ms, 99);
+  row.failure_detect_ms_max = p(s.failure_detect_ms, 100);
+  row.failure_suspect_ms_p50 = p(s.failure_suspect_ms, 50);
+  row.converge_ms_p50 = p(s.converge_ms, 50);
+  row.converge_ms_p99 = p(s.converge_ms, 99);
+  return row;
+}
+
+// ------------------------------------------------------------------- suite
+
+const NOTES: readonly string[] = [
+  `backend etcd: not measured — the etcd membership backend does not exist yet (no rows).`,
+  `lookup_us_p50: null — there is no name lookup API yet (names / lookup / waitForBind are a later slice of issue 4); no substitute metric.`,
+  `failure_detect_ms: kill -9 of one non-seed agent to the moment the last survivor's 'nodes' view shows it 'dead' (agents run with --dead-after-ms ${DEAD_AFTER_MS} --suspect-ms ${SUSPECT_MS}, the membership defaults, so about ${DEAD_AFTER_MS + SUSPECT_MS} ms is expected by design); failure_suspect_ms_p50: the same to 'suspect'.`,
+  `converge_ms: bind() of a fresh endpoint by the harness attached to one node's arena to the moment every other agent's 'ps' lists it as remote (polled every ${CONVERGE_POLL_MS} ms). It includes up to 10 ms for the bound node's engine to notice the bind (it re-checks the endpoint table at least every 10 ms; a bind does not wake it), then the announcement over CONTROL frames and each peer applying it.`,
+  `Each trial is a fresh cluster of agent processes on 127.0.0.1 (own namespace, free ports), all joining via seed node 1; one kill per trial; after a kill the survivors are polled every ${POLL_MS} ms over persistent control connections; samples are upper bounds with about the poll interval as resolution. Percentiles are nearest-rank: with 10 samples p99 is the maximum.`,
+];
+
+function sizesOf(opts: SuiteOptions): readonly number[] {
+  const sizes = opts.sizes ?? SIZES;
+  for (const n of sizes) if (n < 2 || n > MAX_NODES) throw new UsageError(`membership: --sizes are cluster sizes (agents), 2..${MAX_NODES}: ${n}`);
+  return sizes;
+}
+
+const cell = (x: number | null, unit = ''): string => (x === null ? '–' : `${x}${unit}`);
+
+function render(rows: readonly MembershipRow[], plan: Plan): string {
+  const table = renderTable(
+    `Membership, embedded backend (${plan.trials} trials per size, ${plan.bindings} bindings per trial)`,
+    ['backend', 'nodes', 'trials', 'detect p50 ms', 'detect p99 ms', 'detect max ms', 'suspect p50 ms', 'converge p50 ms', 'converge p99 ms', 'lookup p50 µs'],
+    rows.map((r) => [r.backend, String(r.nodes), String(r.trials), cell(r.failure_detect_ms_p50), cell(r.failure_detect_ms_p99), cell(r.failure_detect_ms_max),
+      cell(r.failure_suspect_ms_p50), cell(r.converge_ms_p50), cell(r.converge_ms_p99), 'n/a']),
+  );
+  const verdict = (v: number | null, target: number): string => (v === null ? 'not measured' : v <= target ? 'met' : 'missed');
+  const big = rows.find((r) => r.nodes === TARGET_DETECT_NODES);
+  const conv = rows.map((r) => r.converge_ms_p50).filter((x): x is number => x !== null);
+  const worstConv = conv.length === 0 ? null : Math.max(...conv);
+  const targets = [
+    'Targets (issue 4; printed, not asserted):',
+    `  embedded failure detection <= ${TARGET_DETECT_MS} ms p50 with ${TARGET_DETECT_NODES} agents: ${big ? `${cell(big.failure_detect_ms_p50, ' ms')} (${verdict(big.failure_detect_ms_p50, TARGET_DETECT_MS)})` : 'no 10-agent row in this run'}`,
+    `  binding visible cluster-wide <= ${TARGET_CONVERGE_MS} ms p50 (embedded): worst size ${cell(worstConv, ' ms')} (${verdict(worstConv, TARGET_CONVERGE_MS)})`,
+    '  etcd backend (<= 100 ms converge), cached lookup (<= 1 µs): not measured (see notes)',
+  ];
+  const errors = rows.flatMap((r) => (r.errors ?? []).map((e) => `  ${r.nodes} agents: ${e}`));
+  return [
+    table,
+    targets.join('\n') + '\n',
+    ['Notes:', ...NOTES.map((n) => `  ${n}`)].join('\n') + '\n',
+    errors.length > 0 ? ['Failed trials:', ...errors].join('\n') + '\n' : '',
+  ].filter((x) => x !== '').join('\n');
+}
+
+export async function runMembership(opts: SuiteOptions, log: (line: string) => void): Promise<SuiteRun> {
+  for (const b of opts.only ?? []) {
+    if (!BACKENDS.includes(b)) throw new UsageError(`membership: unknown or unimplemented backend "${b}" (available: ${BACKENDS.join(', ')})`);
+  }
+  const sizes = sizesOf(opts);
+  const plan = opts.quick ? QUICK : FULL;
+  const results: MembershipRow[] = [];
+  for (const size of sizes) {
+    const row = await measureSize(size, plan, log);
+    log(`embedded ${size} agents: detect p50 ${cell(row.failure_detect_ms_p50)} ms, converge p50 ${cell(row.converge_ms_p50)} ms (${row.trials} trials)`);
+    results.push(row);
+  }
+  return { json: { results, plan, notes: NOTES }, text: render(results, plan) };
+}
+
+export const membershipSuite: Suite = {
+  name: 'membership',
+  run: runMembership,
+};
