@@ -366,7 +366,7 @@ const NOTES: readonly string[] = [
   `backend etcd: not measured — the etcd membership backend does not exist yet (no rows).`,
   `lookup_us_p50: null — there is no name lookup API yet (names / lookup / waitForBind are a later slice of issue 4); no substitute metric.`,
   `failure_detect_ms: kill -9 of one non-seed agent to the moment the last survivor's 'nodes' view shows it 'dead' (agents run with --dead-after-ms ${DEAD_AFTER_MS} --suspect-ms ${SUSPECT_MS}, the membership defaults, so about ${DEAD_AFTER_MS + SUSPECT_MS} ms is expected by design); failure_suspect_ms_p50: the same to 'suspect'.`,
-  `converge_ms: bind() of a fresh endpoint by the harness attached to one node's arena to the moment every other agent's 'ps' lists it as remote (polled every ${CONVERGE_POLL_MS} ms). It includes up to 10 ms for the bound node's engine to notice the bind (it re-checks the endpoint table at least every 10 ms; a bind does not wake it), then the announcement over CONTROL frames and each peer applying it.`,
+  `converge_ms: bind() of a fresh endpoint by the harness attached to one node's arena to the moment every other agent's 'ps' lists it as remote (polled every ${CONVERGE_POLL_MS} ms). It includes the bound node's engine noticing the bind (a bind rings the agent's doorbell), then the announcement over CONTROL frames and each peer applying it.`,
   `Each trial is a fresh cluster of agent processes on 127.0.0.1 (own namespace, free ports), all joining via seed node 1; one kill per trial; after a kill the survivors are polled every ${POLL_MS} ms over persistent control connections; samples are upper bounds with about the poll interval as resolution. Percentiles are nearest-rank: with 10 samples p99 is the maximum.`,
 ];
 

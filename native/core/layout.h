@@ -177,6 +177,7 @@ struct alignas(kLine) ArenaHeader {
   std::atomic<uint32_t> bind_seq;    // bumped at every bind/unbind (the agent re-reads the table)
   std::atomic<uint32_t> agent_pid;   // the node agent serving this arena (0 = none)
   std::atomic<uint64_t> agent_start; // its start time (liveness, like ProcSlot::start_time)
+  std::atomic<uint32_t> agent_bell;  // its engine's process slot + 1 (0 = none): rung at every bind/unbind
   alignas(kLine) pthread_mutex_t lock;           // robust, process-shared
   alignas(kLine) std::atomic<uint32_t> index_version;  // seqlock for the index
   alignas(kLine) std::atomic<uint32_t> space_seq;      // futex: blocks freed

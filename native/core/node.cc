@@ -226,6 +226,7 @@ int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t rem
   uint32_t gen = e->gen.fetch_add(1, std::memory_order_acq_rel) + 1;
   e->state.store(kEpBound, std::memory_order_release);
   a.hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);
+  ring_agent(n);
   unlock_arena(n);
 
   auto *me = new dvs_endpoint();
@@ -278,6 +279,11 @@ void ring_proc(dvs_node *n, uint32_t p) {
   } else {
     doorbell_ring(n->bell_tx, doorbell_addr(a.name(), p, g));
   }
+}
+
+void ring_agent(dvs_node *n) {
+  uint32_t b = n->arena->hdr()->agent_bell.load(std::memory_order_acquire);
+  if (b && b - 1 != n->proc) ring_proc(n, b - 1);
 }
 
 void wake_consumer(dvs_node *n, EndpointSlot *e) {

@@ -181,6 +181,8 @@ int reap_dead_locked(dvs_node *n);
 // dead slot and tells whether the message at inbox position `pos` had been
 // taken by the incarnation `dst_gen` (delivered) before it went away.
 bool handle_stranded(dvs_node *n, uint32_t slot, uint32_t dst_gen, uint32_t pos);
+// Rings the node agent's engine (if any, and not us): the endpoint table changed.
+void ring_agent(dvs_node *n);
 // Wakes the consumer of a slot; call right after ring_publish (cheap when nobody sleeps).
 void wake_consumer(dvs_node *n, EndpointSlot *e);
 // Wakes producers waiting for inbox space / free blocks.

@@ -46,6 +46,7 @@ void unbind_locked(dvs_node *n, uint32_t slot, int32_t err) {
   if (e->state.load(std::memory_order_relaxed) != kEpBound) return;
   e->state.store(kEpFree, std::memory_order_release);
   n->arena->hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);
+  ring_agent(n);  // the agent re-reads the table (directory) now, not at its next timer
   e->closed_head = e->inbox_head.load(std::memory_order_relaxed);
   e->closed_gen = e->gen.fetch_add(1, std::memory_order_acq_rel);
   purge_locked(n, slot, err);

@@ -76,6 +76,7 @@ std::unique_ptr<Engine> Engine::start(const EngineConfig &cfg, std::string *err,
     if (!busy) {
       h->agent_pid.store(uint32_t(getpid()), std::memory_order_relaxed);
       h->agent_start.store(g->node_->start_time, std::memory_order_relaxed);
+      h->agent_bell.store(g->node_->proc + 1, std::memory_order_release);
     }
     unlock_arena(g->node_);
     if (busy) {
@@ -135,7 +136,7 @@ Engine::~Engine() {
   if (node_) {
     ArenaHeader *h = node_->arena->hdr();
     uint32_t me = uint32_t(getpid());
-    h->agent_pid.compare_exchange_strong(me, 0);
+    if (h->agent_pid.compare_exchange_strong(me, 0)) h->agent_bell.store(0, std::memory_order_release);
     node_detach(node_, false);
   }
   if (epfd_ >= 0) close(epfd_);
