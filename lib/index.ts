@@ -1,5 +1,5 @@
 // dvs — Distributed Virtualization System runtime for Node.js.
-export { attach, Node, type AttachOptions } from './node.js';
+export { attach, Node, type AttachOptions, AUTO_EP_BASE, AUTO_EP_PER_NODE } from './node.js';
 export { Endpoint, type ReceiveOptions, type SyncOptions, type TimeoutOptions } from './endpoint.js';
 export { Message, type MessageKind, type Reply } from './message.js';
 export { DvsError, codes, type DvsErrorCode } from './errors.js';

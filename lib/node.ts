@@ -1,5 +1,5 @@
 // node.ts — a process's attachment to a node's shared-memory arena.
-import { DvsError, check } from './errors.js';
+import { DvsError, check, codes } from './errors.js';
 import { Endpoint } from './endpoint.js';
 import { binding, layout, openNative, type NativeNode, type NativeStats } from './native.js';
 import { checkDc, checkEp, checkNode } from './validate.js';
@@ -29,6 +29,10 @@ export interface AttachOptions {
   poolMib?: number;
 }
 
+/** Automatic endpoint numbers (bind(dc) without a number): the upper half of the endpoint space, 8192 per node. */
+export const AUTO_EP_BASE = 0x800000;
+export const AUTO_EP_PER_NODE = 8192;
+
 /** How often waiting callers re-check that their destinations are alive. */
 const PEER_CHECK_MS = 100;
 
@@ -54,6 +58,7 @@ export class Node {
   private flushQueued = false;
   private detached = false;
   private agentConn: Socket | null = null;
+  private nextAuto = 0;
 
   /** @internal */
   constructor(opts: AttachOptions) {
@@ -90,13 +95,36 @@ export class Node {
     }
   }
 
-  /** Binds endpoint `ep` of DC `dc` to this process. */
-  bind(dc: number, ep: number): Endpoint {
+  /** Binds endpoint `ep` of DC `dc` to this process; without `ep`, an automatic number (see bindAuto). */
+  bind(dc: number, ep?: number): Endpoint {
     this.checkAttached();
     const d = checkDc(dc);
+    if (ep === undefined) return this.bindAuto(d);
     const e = checkEp(ep);
     const h = check(this._native.bind(d, e), binding.lastErrorDetail());
-    const endpoint = new Endpoint(this, h, d, e);
+    return this.opened(h, d, e);
+  }
+
+  /**
+   * An automatic endpoint number, for clients that do not care which: the
+   * first free one in this node's own range (AUTO_EP_BASE + node × AUTO_EP_PER_NODE
+   * + k), so nodes never pick the same number. EDVSNOSPC when the range is full.
+   */
+  private bindAuto(dc: number): Endpoint {
+    const base = AUTO_EP_BASE + this.id * AUTO_EP_PER_NODE;
+    for (let k = 0; k < AUTO_EP_PER_NODE; k++) {
+      const e = base + ((this.nextAuto + k) % AUTO_EP_PER_NODE);
+      const h = this._native.bind(dc, e);
+      if (h === codes.EDVSSLOTUSED) continue;
+      check(h, binding.lastErrorDetail());
+      this.nextAuto = (e - base + 1) % AUTO_EP_PER_NODE;
+      return this.opened(h, dc, e);
+    }
+    throw new DvsError('EDVSNOSPC', `all ${AUTO_EP_PER_NODE} automatic endpoint numbers of node ${this.id} in DC ${dc} are bound`);
+  }
+
+  private opened(h: number, dc: number, ep: number): Endpoint {
+    const endpoint = new Endpoint(this, h, dc, ep);
     this.endpoints.add(endpoint);
     return endpoint;
   }
