@@ -19,30 +19,9 @@ constexpr uint32_t kSpinMin = 1000, kSpinMax = 200000;
 inline uint64_t my_alloc_owner(const dvs_node *n) { return own_proc(kOwnAlloc, n->proc, n->proc_gen); }
 inline uint64_t my_recv_owner(const dvs_node *n) { return own_proc(kOwnRecv, n->proc, n->proc_gen); }
 
-// (dc, dst) -> bound slot and its incarnation, through a per-endpoint cache
-// that is re-validated against the slot on every use.
-int resolve(dvs_endpoint *me, int32_t dst, uint32_t *slot, uint32_t *gen) {
-  Arena &a = *me->node->arena;
-  dvs_endpoint::Dst &c = me->cache[uint32_t(dst) & 63];
-  if (c.ep == dst) {
-    EndpointSlot *e = a.endpoint(c.slot);
-    if (e->state.load(std::memory_order_acquire) == kEpBound && e->gen.load(std::memory_order_acquire) == c.gen) {
-      *slot = c.slot;
-      *gen = c.gen;
-      return 0;
-    }
-  }
-  uint32_t s = ep_lookup(a, me->dc, dst);
-  if (s == kNone) return EDVSNOTBIND;
-  EndpointSlot *e = a.endpoint(s);
-  uint32_t g = e->gen.load(std::memory_order_acquire);
-  if (e->state.load(std::memory_order_acquire) != kEpBound) return EDVSNOTBIND;
-  c.ep = dst;
-  c.slot = s;
-  c.gen = g;
-  *slot = s;
-  *gen = g;
-  return 0;
+// (dc, dst) -> bound slot and its incarnation, through a per-endpoint cache.
+inline int resolve(dvs_endpoint *me, int32_t dst, uint32_t *slot, uint32_t *gen) {
+  return lookup_bound(*me->node->arena, me->cache[uint32_t(dst) & 63], me->dc, dst, slot, gen);
 }
 
 inline int check_common(dvs_endpoint *me) {

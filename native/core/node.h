@@ -12,6 +12,7 @@
 #include "../include/dvs.h"
 #include "arena.h"
 #include "doorbell.h"
+#include "endpoint_table.h"
 
 struct dvs_endpoint;
 
@@ -43,11 +44,6 @@ struct dvs_node {
 };
 
 struct dvs_endpoint {
-  struct Dst {
-    int32_t ep = -1;
-    uint32_t slot = 0;
-    uint32_t gen = 0;
-  };
   dvs_node *node = nullptr;
   uint32_t slot = 0;
   uint32_t gen = 0;
@@ -59,7 +55,7 @@ struct dvs_endpoint {
   uint32_t acks_out = 0;       // sends to remote endpoints awaiting their acknowledgement
   uint32_t spin_ns = 20000;    // adaptive spin budget before sleeping
   std::deque<dvs_msg> deferred;  // received but skipped by a filtered receive
-  Dst cache[64];
+  dvs::SlotRef cache[64];      // destinations recently resolved
 };
 
 namespace dvs {

@@ -458,21 +458,10 @@ bool Engine::drain_slot(dvs_endpoint *e, uint32_t peer) {
 // ------------------------------------------------------------ inbound
 
 uint32_t Engine::lookup(uint32_t dc, int32_t ep) {
-  Arena &a = *node_->arena;
-  LookupEntry &c = lookup_cache_[(uint32_t(ep) * 2654435761u ^ dc) & (kLookupCache - 1)];
-  if (c.dc == dc && c.ep == ep) {
-    // Still bound with the same incarnation: still keyed (dc, ep) (a key only changes after an unbind).
-    EndpointSlot *e = a.endpoint(c.slot);
-    if (e->state.load(std::memory_order_acquire) == kEpBound && e->gen.load(std::memory_order_acquire) == c.gen)
-      return c.slot;
-  }
-  uint32_t s = ep_lookup(a, dc, ep);
-  if (s != kNone) {
-    EndpointSlot *e = a.endpoint(s);
-    uint32_t g = e->gen.load(std::memory_order_acquire);
-    if (e->state.load(std::memory_order_acquire) == kEpBound) c = {dc, ep, s, g};
-  }
-  return s;
+  uint32_t slot, gen;
+  SlotRef &c = lookup_cache_[(uint32_t(ep) * 2654435761u ^ dc) & (kLookupCache - 1)];
+  if (lookup_bound(*node_->arena, c, dc, ep, &slot, &gen) == 0) return slot;
+  return ep_lookup(*node_->arena, dc, ep);  // unbound: the callers tell why (free, or another kind)
 }
 
 int Engine::deliver(uint32_t peer, const Frame &f, const uint8_t *payload, uint32_t plen) {

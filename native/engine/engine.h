@@ -190,13 +190,8 @@ class Engine : public net::Handler {
   uint32_t bind_seq_ = 0;
   uint32_t alloc_cursor_[kMaxClasses] = {};
   EngineCounters counters_;
-  struct LookupEntry {
-    uint32_t dc = kNone;
-    int32_t ep = -1;
-    uint32_t slot = 0, gen = 0;
-  };
   static constexpr uint32_t kLookupCache = 64;
-  LookupEntry lookup_cache_[kLookupCache];
+  SlotRef lookup_cache_[kLookupCache];
   struct {
     bool open = false;
     uint32_t peer = 0;
