@@ -86,6 +86,8 @@ export interface EngineEndpoint {
   pid: number;
   msgsIn: number;
   msgsOut: number;
+  /** The name given at bind ('' when none; always '' for a remote endpoint's proxy). */
+  name: string;
 }
 
 export interface NativeEngine {
@@ -96,6 +98,13 @@ export interface NativeEngine {
   setRemote(peer: number, eps: Uint32Array): void;
   sendControl(peer: number, bytes: Uint8Array): void;
   setFault(f: FaultOptions): void;
+  /**
+   * The DCs of the cluster's DC table, and those of them this node belongs to.
+   * DC d is usable on this node iff d is not defined, or this node is a member.
+   */
+  setDcs(defined: Uint32Array, member: Uint32Array): void;
+  /** Fault injection: drop every datagram to and from these peers (a partition); empty heals. */
+  setPartition(nodes: Uint32Array): void;
   /** JSON (engine.cc refresh_stats). */
   stats(): string;
   endpoints(): EngineEndpoint[];
@@ -111,7 +120,7 @@ export interface NativeNode {
   arena(): ArrayBuffer;
   scratch(): ArrayBuffer;
   info(): NativeInfo;
-  bind(dc: number, ep: number): number;
+  bind(dc: number, ep: number, name?: string): number;
   close(h: number): number;
   /** 0, an error code, or (the destination is on another node) the positive id of the pending acknowledgement. */
   send(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
@@ -192,7 +201,7 @@ export function openNative(opts: NativeAttachOptions, onWake: () => void): Nativ
     arena: () => n.arena(),
     scratch: () => n.scratch(),
     info: () => n.info(),
-    bind: (dc, ep) => n.bind(dc, ep),
+    bind: (dc, ep, name) => n.bind(dc, ep, name),
     close: (h) => n.close(h),
     release: (h, b) => n.release(h, b),
     notify: (h, d, b) => n.notify(h, d, b),

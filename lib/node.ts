@@ -2,9 +2,18 @@
 import { DvsError, check, codes } from './errors.js';
 import { Endpoint } from './endpoint.js';
 import { binding, layout, openNative, type NativeNode, type NativeStats } from './native.js';
-import { checkDc, checkEp, checkNode } from './validate.js';
+import { checkDc, checkEp, checkName, checkNode } from './validate.js';
 import { defaultNamespace, registerWithAgent } from './agent/control.js';
 import type { Socket } from 'node:net';
+
+export interface BindOptions {
+  /**
+   * A name for the endpoint (1-31 bytes of UTF-8, no NUL), published by the
+   * cluster directory: `cluster.lookup(dc, name)`, `cluster.waitForBind(dc, name)`.
+   * Unique among this node's endpoints of the DC (EDVSSLOTUSED otherwise).
+   */
+  name?: string;
+}
 
 export interface AttachOptions {
   /** Node number (0..1023); default 0, or $DVS_NODE. */
@@ -95,13 +104,20 @@ export class Node {
     }
   }
 
-  /** Binds endpoint `ep` of DC `dc` to this process; without `ep`, an automatic number (see bindAuto). */
-  bind(dc: number, ep?: number): Endpoint {
+  /**
+   * Binds endpoint `ep` of DC `dc` to this process; without `ep` (or with
+   * `null`), an automatic number (see bindAuto). EDVSNODCNODE when the DC
+   * exists in the cluster's DC table and this node is not one of its nodes.
+   */
+  bind(dc: number, ep?: number | null, opts?: BindOptions): Endpoint {
     this.checkAttached();
     const d = checkDc(dc);
-    if (ep === undefined) return this.bindAuto(d);
+    if (opts !== undefined && (opts === null || typeof opts !== 'object'))
+      throw new DvsError('EDVSINVAL', 'bind options must be an object ({ name })');
+    const name = opts?.name === undefined ? undefined : checkName(opts.name);
+    if (ep === undefined || ep === null) return this.bindAuto(d, name);
     const e = checkEp(ep);
-    const h = check(this._native.bind(d, e), binding.lastErrorDetail());
+    const h = check(this._native.bind(d, e, name), binding.lastErrorDetail());
     return this.opened(h, d, e);
   }
 
@@ -110,12 +126,13 @@ export class Node {
    * first free one in this node's own range (AUTO_EP_BASE + node × AUTO_EP_PER_NODE
    * + k), so nodes never pick the same number. EDVSNOSPC when the range is full.
    */
-  private bindAuto(dc: number): Endpoint {
+  private bindAuto(dc: number, name?: string): Endpoint {
     const base = AUTO_EP_BASE + this.id * AUTO_EP_PER_NODE;
     for (let k = 0; k < AUTO_EP_PER_NODE; k++) {
       const e = base + ((this.nextAuto + k) % AUTO_EP_PER_NODE);
-      const h = this._native.bind(dc, e);
-      if (h === codes.EDVSSLOTUSED) continue;
+      const h = this._native.bind(dc, e, name);
+      // EDVSSLOTUSED for a taken number; a taken name fails every number alike.
+      if (h === codes.EDVSSLOTUSED && !(name && binding.lastErrorDetail().startsWith('name '))) continue;
       check(h, binding.lastErrorDetail());
       this.nextAuto = (e - base + 1) % AUTO_EP_PER_NODE;
       return this.opened(h, dc, e);

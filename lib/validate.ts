@@ -6,6 +6,8 @@ export const MAX_PAYLOAD = 1 << 20;
 export const MAX_DC = 4095;
 export const MAX_EP = 16777215;
 export const MAX_NODE = 1023;
+/** Endpoint names: at most 31 bytes of UTF-8 (the arena's name field), no NUL. */
+export const MAX_NAME = 31;
 export const ANY = -1;
 
 /** An endpoint in the caller's DC (a number) or spelled out ({ dc, ep }). */
@@ -44,6 +46,18 @@ export function checkAddress(dst: unknown, dc: number): number {
     return checkEp(d.ep);
   }
   throw new DvsError('EDVSINVAL', `destination must be an endpoint number or { dc, ep }, got ${describe(dst)}`);
+}
+
+/** A name as the arena stores it: a string of at most MAX_NAME bytes of UTF-8 without NUL ('' = none). */
+export function isName(v: unknown): v is string {
+  return typeof v === 'string' && v.length <= MAX_NAME && !v.includes('\0') && Buffer.byteLength(v) <= MAX_NAME;
+}
+
+/** A non-empty endpoint name (what lookups take). */
+export function checkName(v: unknown): string {
+  if (typeof v !== 'string') throw new DvsError('EDVSINVAL', `name must be a string, got ${describe(v)}`);
+  if (!v || !isName(v)) throw new DvsError('EDVSINVAL', `name must be 1-${MAX_NAME} bytes of UTF-8 without NUL, got ${describe(v)}`);
+  return v;
 }
 
 export function checkSource(v: unknown): number {

@@ -49,6 +49,8 @@ Napi::Function NativeEngine::Init(Napi::Env env) {
                       InstanceMethod<&NativeEngine::SetRemote>("setRemote"),
                       InstanceMethod<&NativeEngine::SendControl>("sendControl"),
                       InstanceMethod<&NativeEngine::SetFault>("setFault"),
+                      InstanceMethod<&NativeEngine::SetPartition>("setPartition"),
+                      InstanceMethod<&NativeEngine::SetDcs>("setDcs"),
                       InstanceMethod<&NativeEngine::Stats>("stats"),
                       InstanceMethod<&NativeEngine::Endpoints>("endpoints"),
                       InstanceMethod<&NativeEngine::Reap>("reap"),
@@ -256,12 +258,62 @@ Napi::Value NativeEngine::SetFault(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
+// setPartition(Uint32Array nodes): drop all datagrams to and from them (empty: heal).
+Napi::Value NativeEngine::SetPartition(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!check_open(env)) return env.Undefined();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    throw_inval(env, "setPartition(Uint32Array nodes)");
+    return env.Undefined();
+  }
+  Napi::Uint32Array a = info[0].As<Napi::Uint32Array>();
+  std::vector<uint32_t> nodes(a.Data(), a.Data() + a.ElementLength());
+  engine_->set_partition(std::move(nodes));
+  return env.Undefined();
+}
+
+// setDcs(Uint32Array defined, Uint32Array member): the cluster's DCs and those this
+// node belongs to; written into the arena header, read by every bind and send.
+Napi::Value NativeEngine::SetDcs(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!check_open(env)) return env.Undefined();
+  auto u32 = [&](size_t i) {
+    return info.Length() > i && info[i].IsTypedArray() &&
+           info[i].As<Napi::TypedArray>().TypedArrayType() == napi_uint32_array;
+  };
+  if (!u32(0) || !u32(1)) {
+    throw_inval(env, "setDcs(Uint32Array defined, Uint32Array member)");
+    return env.Undefined();
+  }
+  uint64_t defined[dvs::kDcWords] = {}, member[dvs::kDcWords] = {};
+  for (int k = 0; k < 2; k++) {
+    Napi::Uint32Array a = info[k].As<Napi::Uint32Array>();
+    for (size_t i = 0; i < a.ElementLength(); i++) {
+      uint32_t dc = a[i];
+      if (dc > DVS_MAX_DC) {
+        throw_dvs(env, EDVSBADDCID, "setDcs: dc out of range");
+        return env.Undefined();
+      }
+      (k ? member : defined)[dc >> 6] |= 1ULL << (dc & 63);
+    }
+  }
+  dvs::ArenaHeader *h = engine_->node()->arena->hdr();
+  // Membership first when adding, definition first when removing: never a
+  // moment where a DC this node stays in looks forbidden.
+  for (uint32_t w = 0; w < dvs::kDcWords; w++) {
+    h->dc_member[w].fetch_or(member[w], std::memory_order_release);
+    h->dc_defined[w].store(defined[w], std::memory_order_release);
+    h->dc_member[w].store(member[w], std::memory_order_release);
+  }
+  return env.Undefined();
+}
+
 Napi::Value NativeEngine::Stats(const Napi::CallbackInfo &info) {
   if (!check_open(info.Env())) return info.Env().Undefined();
   return Napi::String::New(info.Env(), engine_->stats_json());
 }
 
-// The node's endpoint table: [{ dc, ep, gen, kind, node, pid, msgsIn, msgsOut }]
+// The node's endpoint table: [{ dc, ep, gen, remote, node, pid, msgsIn, name, msgsOut }]
 Napi::Value NativeEngine::Endpoints(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   if (!check_open(env)) return env.Undefined();
@@ -280,6 +332,7 @@ Napi::Value NativeEngine::Endpoints(const Napi::CallbackInfo &info) {
     o.Set("node", remote ? e->remote_node.load() : a.hdr()->node_id);
     o.Set("pid", e->owner_pid);
     o.Set("msgsIn", double(e->msgs_in.load()));
+    o.Set("name", remote ? std::string() : std::string(e->name, strnlen(e->name, dvs::kNameBytes - 1)));
     o.Set("msgsOut", double(e->msgs_out.load()));
     out.Set(k++, o);
   }

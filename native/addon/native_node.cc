@@ -437,8 +437,14 @@ Napi::Value NativeNode::Bind(const Napi::CallbackInfo &info) {
   ARG_INT(dc, 0, INT32_MIN, INT32_MAX);
   ARG_INT(ep, 1, INT32_MIN, INT32_MAX);
   if (dc < 0 || dc > DVS_MAX_DC) return Napi::Number::New(env, EDVSBADDCID);
+  // Optional name (JS checked it: a string of at most 31 UTF-8 bytes without NUL).
+  std::string name;
+  if (info.Length() > 2 && info[2].IsString()) {
+    name = info[2].As<Napi::String>().Utf8Value();
+    if (name.size() >= dvs::kNameBytes || name.find('\0') != std::string::npos) return Napi::Number::New(env, EDVSINVAL);
+  }
   dvs_endpoint *e;
-  int r = dvs::ep_bind(node_, uint32_t(dc), int32_t(ep), &e);
+  int r = dvs::ep_bind(node_, uint32_t(dc), int32_t(ep), &e, name.empty() ? nullptr : name.c_str());
   if (r) return Napi::Number::New(env, r);
   for (size_t i = 0; i < eps_.size(); i++)
     if (!eps_[i]) {

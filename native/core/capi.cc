@@ -53,6 +53,11 @@ int dvs_bind(dvs_node *node, uint32_t dc, int32_t ep, dvs_endpoint **out) {
   return ep_bind(node, dc, ep, out);
 }
 
+int dvs_bind_named(dvs_node *node, uint32_t dc, int32_t ep, const char *name, dvs_endpoint **out) {
+  if (!node || !out) return EDVSINVAL;
+  return ep_bind(node, dc, ep, out, name);
+}
+
 int dvs_close(dvs_endpoint *ep) {
   if (!valid_ep(ep)) return EDVSINVAL;
   int r = ep_close(ep);

@@ -1,4 +1,4 @@
-// layout.h — the shared-memory arena layout (version 5). Every structure here
+// layout.h — the shared-memory arena layout (version 6). Every structure here
 // lives in the segment and is shared by all processes attached to the node,
 // so: fixed-size types only, no pointers (offsets instead), cache-line
 // alignment where producers and consumers would otherwise share a line.
@@ -12,7 +12,7 @@
 namespace dvs {
 
 constexpr uint64_t kMagic = 0x314e524153564431ULL;  // "1DVSARN1"
-constexpr uint32_t kLayoutVersion = 5;
+constexpr uint32_t kLayoutVersion = 6;
 // Each payload block is preceded by one cache line holding its owner word, so
 // that a producer and a consumer touch one line per block, not two.
 constexpr uint32_t kBlockHeader = 64;
@@ -20,6 +20,8 @@ constexpr size_t kLine = 64;
 constexpr uint32_t kMaxClasses = 6;
 constexpr uint32_t kNotifySlots = 64;
 constexpr uint32_t kNone = 0xffffffffu;
+constexpr uint32_t kNameBytes = 32;  // endpoint name: up to 31 bytes of UTF-8, NUL-terminated
+constexpr uint32_t kDcWords = 64;    // DC bitmaps: 4096 DCs (DVS_MAX_DC + 1)
 
 enum ArenaState : uint32_t { kArenaInit = 0, kArenaReady = 1, kArenaUnlinked = 2 };
 enum ProcState : uint32_t { kProcFree = 0, kProcLive = 1 };
@@ -114,6 +116,7 @@ struct alignas(kLine) EndpointSlot {
   uint32_t kind;         // EpKind
   std::atomic<uint32_t> remote_node;  // kEpRemote/kEpPeer: the node it stands for
   std::atomic<uint32_t> remote_gen;   // kEpRemote: the endpoint's incarnation on that node
+  char name[kNameBytes];              // kEpLocal: the name given at bind ("" = none), for the directory
   // --- owner side (written by the owning process only) ---
   alignas(kLine) std::atomic<uint32_t> inbox_head;
   std::atomic<uint32_t> reply_head;
@@ -178,6 +181,11 @@ struct alignas(kLine) ArenaHeader {
   std::atomic<uint32_t> agent_pid;   // the node agent serving this arena (0 = none)
   std::atomic<uint64_t> agent_start; // its start time (liveness, like ProcSlot::start_time)
   std::atomic<uint32_t> agent_bell;  // its engine's process slot + 1 (0 = none): rung at every bind/unbind
+  // DCs (set by the agent from the cluster's DC table): bit d of dc_defined = DC d
+  // exists in the table; of dc_member = this node is one of its nodes. DC d is
+  // usable here iff it is not defined or this node is a member (dc_usable).
+  alignas(kLine) std::atomic<uint64_t> dc_defined[kDcWords];
+  std::atomic<uint64_t> dc_member[kDcWords];
   alignas(kLine) pthread_mutex_t lock;           // robust, process-shared
   alignas(kLine) std::atomic<uint32_t> index_version;  // seqlock for the index
   alignas(kLine) std::atomic<uint32_t> space_seq;      // futex: blocks freed
@@ -192,6 +200,13 @@ struct alignas(kLine) ArenaHeader {
 struct alignas(kLine) BlockMeta {
   std::atomic<uint64_t> owner;
 };
+
+// Whether DC `dc` (<= DVS_MAX_DC) may be used on this node.
+inline bool dc_usable(const ArenaHeader *h, uint32_t dc) {
+  uint64_t bit = 1ULL << (dc & 63);
+  if (!(h->dc_defined[dc >> 6].load(std::memory_order_relaxed) & bit)) return true;
+  return (h->dc_member[dc >> 6].load(std::memory_order_relaxed) & bit) != 0;
+}
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "lock-free 64-bit atomics required");
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "lock-free 32-bit atomics required");

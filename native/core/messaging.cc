@@ -30,6 +30,14 @@ inline int check_common(dvs_endpoint *me) {
   return 0;
 }
 
+// Sending operations also need the endpoint's DC to be usable on this node
+// (the node may have been removed from it since the bind).
+inline int check_sender(dvs_endpoint *me) {
+  int r = check_common(me);
+  if (r == 0 && !dc_usable(me->node->arena->hdr(), me->dc)) r = EDVSNODCNODE;
+  return r;
+}
+
 // Places a payload in a block: the caller's own allocated block, or a new one with a copy.
 inline int stage_payload(dvs_endpoint *me, const void *data, uint32_t len, uint32_t *block, int *why) {
   if (*block != kNone || len == 0) return 0;
@@ -96,7 +104,7 @@ inline uint32_t next_call_id(dvs_endpoint *me) {
 int send_kind(dvs_endpoint *me, int32_t dst, uint32_t kind, const void *data, uint32_t len, uint32_t block,
               uint32_t call_id, uint32_t bits, int *why, uint32_t *dst_gen = nullptr) {
   *why = kWaitNone;
-  int r = check_common(me);
+  int r = check_sender(me);
   if (r) return r;
   if (len > DVS_MAX_PAYLOAD) return EDVS2BIG;
   if (dst < 0 || dst > DVS_MAX_EP) return EDVSENDPOINT;
@@ -400,7 +408,7 @@ int post_reply(dvs_node *n, const ReplyTarget &t, int32_t from_ep, const void *d
 }
 
 int reply_to(dvs_endpoint *me, const ReplyTarget &t, const void *data, uint32_t len, uint32_t block) {
-  int r = check_common(me);
+  int r = check_sender(me);
   if (r) return r;
   if (len > DVS_MAX_PAYLOAD) return EDVS2BIG;
   if (t.dc != me->dc) return EDVSBADDCID;
@@ -439,7 +447,7 @@ bool notify_slot(dvs_node *n, uint32_t slot, int32_t src_ep, uint32_t bits) {
 }
 
 int notify(dvs_endpoint *me, int32_t dst, uint32_t bits) {
-  int r = check_common(me);
+  int r = check_sender(me);
   if (r) return r;
   if (dst < 0 || dst > DVS_MAX_EP) return EDVSENDPOINT;
   uint32_t slot, gen;

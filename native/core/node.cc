@@ -175,18 +175,45 @@ int node_reap_dead(dvs_node *n) {
   return r;
 }
 
-int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out) {
-  return ep_bind_as(n, dc, ep, kEpLocal, 0, 0, out);
+namespace {
+// Whether another bound local endpoint of DC `dc` carries `name` (under the arena lock).
+bool name_taken_locked(Arena &a, uint32_t dc, const char *name, int32_t *holder) {
+  for (uint32_t i = 0; i < a.hdr()->cfg.max_endpoints; i++) {
+    EndpointSlot *e = a.endpoint(i);
+    if (e->state.load(std::memory_order_relaxed) == kEpBound && e->kind == kEpLocal && e->dc == dc &&
+        strncmp(e->name, name, kNameBytes) == 0) {
+      *holder = e->ep;
+      return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out, const char *name) {
+  if (name && *name) {
+    size_t len = strnlen(name, kNameBytes);
+    if (len >= kNameBytes) return fail(EDVSINVAL, "an endpoint name has at most " + std::to_string(kNameBytes - 1) + " bytes");
+  }
+  return ep_bind_as(n, dc, ep, kEpLocal, 0, 0, out, name);
 }
 
 int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
-               dvs_endpoint **out) {
+               dvs_endpoint **out, const char *name) {
   if (n->forked) return EDVSDVSINIT;
   if (kind != kEpPeer && dc > DVS_MAX_DC)
     return fail(EDVSBADDCID, "dc must be in [0, " + std::to_string(DVS_MAX_DC) + "]");
   if (ep < 0 || ep > DVS_MAX_EP) return fail(EDVSENDPOINT, "endpoint must be in [0, " + std::to_string(DVS_MAX_EP) + "]");
   Arena &a = *n->arena;
+  if (kind == kEpLocal && !dc_usable(a.hdr(), dc))
+    return fail(EDVSNODCNODE, "node " + std::to_string(a.hdr()->node_id) + " is not in DC " + std::to_string(dc));
   lock_arena(n);
+  int32_t holder = 0;
+  if (name && *name && name_taken_locked(a, dc, name, &holder)) {
+    unlock_arena(n);
+    return fail(EDVSSLOTUSED, "name '" + std::string(name) + "' is already bound in DC " + std::to_string(dc) +
+                                  " (endpoint " + std::to_string(holder) + ")");
+  }
   uint32_t s = ep_lookup_locked(a, dc, ep);
   if (s != kNone) {
     EndpointSlot *e = a.endpoint(s);
@@ -223,6 +250,8 @@ int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t rem
   e->kind = kind;
   e->remote_node.store(remote_node, std::memory_order_relaxed);
   e->remote_gen.store(remote_gen, std::memory_order_relaxed);
+  memset(e->name, 0, kNameBytes);
+  if (name) memcpy(e->name, name, strnlen(name, kNameBytes - 1));
   uint32_t gen = e->gen.fetch_add(1, std::memory_order_acq_rel) + 1;
   e->state.store(kEpBound, std::memory_order_release);
   a.hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);

@@ -72,11 +72,13 @@ int node_reap_dead(dvs_node *n);
 // arena, now and later, drives it while it waits.
 void set_driver(dvs_node *engine_node, dvs_driver *d);
 
-int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out);
+// `name` (nullptr or "" = none): up to 31 bytes, no NUL; unique among this
+// node's local endpoints of the DC (else EDVSSLOTUSED). The directory carries it.
+int ep_bind(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out, const char *name = nullptr);
 int ep_close(dvs_endpoint *me);
 // Binds a slot of another kind (EpKind): the agent's proxies and peer routes.
 int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
-               dvs_endpoint **out);
+               dvs_endpoint **out, const char *name = nullptr);
 
 // Checks a block handed in by the caller (zero-copy send/reply).
 int check_alloc_block(dvs_endpoint *me, uint32_t block, uint32_t len);

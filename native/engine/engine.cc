@@ -203,6 +203,13 @@ void Engine::set_fault(const net::FaultConfig &f) {
   DVS_ENGINE_CMD(std::move(c));
 }
 
+void Engine::set_partition(std::vector<uint32_t> nodes) {
+  Command c{};
+  c.type = Command::kPartition;
+  c.nodes = std::move(nodes);
+  DVS_ENGINE_CMD(std::move(c));
+}
+
 void Engine::reap() {
   Command c{};
   c.type = Command::kReap;
@@ -272,6 +279,9 @@ void Engine::apply_commands() {
       case Command::kFault:
         net_->set_fault(c.fault);
         break;
+      case Command::kPartition:
+        net_->set_partition(c.nodes);
+        break;
       case Command::kReap:
         node_reap_dead(node_);
         break;
@@ -308,9 +318,7 @@ void Engine::set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps) {
       uint32_t dc = it->second.e->dc;
       int32_t ep = it->second.e->ep;
       pending_.take_if([&](const Pending &p) { return p.peer == peer && p.dc == dc && p.dst == ep; },
-                       [&](const Pending &p) {
-                         answer_local({p.dc, p.caller, p.caller_gen, node_->node_id, p.call_id}, ep, EDVSDSTDIED);
-                       });
+                       [&](const Pending &p) { answer_pending(p, ep, EDVSDSTDIED); });
       ep_close(it->second.e);  // queued messages get EDVSDSTDIED
       delete it->second.e;
       it = proxies_.erase(it);
@@ -385,6 +393,77 @@ void Engine::send_outcome(uint32_t peer, const Frame &f, int32_t status) {
 
 void Engine::answer_local(const ReplyTarget &t, int32_t from_ep, int32_t status) {
   post_reply(node_, t, from_ep, nullptr, 0, kNone, status);
+}
+
+void Engine::answer_pending(const Pending &p, int32_t from_ep, int32_t status) {
+  if (p.origin == kNoOrigin) {
+    answer_local({p.dc, p.caller, p.caller_gen, node_->node_id, p.call_id}, from_ep, status);
+    return;
+  }
+  auto it = peers_.find(p.origin);
+  if (it == peers_.end() || !it->second) return;  // the origin is down: it answered its callers itself
+  Frame a{};
+  a.kind = p.answer;
+  a.dc = p.dc;
+  a.src_ep = p.dst;
+  a.dst_ep = p.caller;
+  a.dst_gen = p.caller_gen;
+  a.call_id = p.call_id;
+  a.status = status;
+  a.bits = p.answer == kFrameOutcome ? 1 : 0;
+  submit_or_backlog(p.origin, a, nullptr, 0);
+}
+
+int Engine::forward(uint32_t peer, const Frame &f, EndpointSlot *e, const uint8_t *payload, uint32_t plen) {
+  uint32_t to = e->remote_node.load(std::memory_order_acquire);
+  int32_t err = 0;
+  if ((f.flags & kFrameForwarded) || to == peer) {
+    err = EDVSNONODE;  // the two directories disagree: no second hop, no ping-pong
+  } else {
+    auto it = peers_.find(to);
+    if (it == peers_.end() || !it->second) err = EDVSNOTCONN;
+  }
+  if (err) {
+    counters_.undeliverable.fetch_add(1, std::memory_order_relaxed);
+    if (wants_answer(f)) send_outcome(peer, f, err);
+    return -1;
+  }
+  auto bq = backlog_.find(to);
+  if (bq != backlog_.end() && !bq->second.empty()) return 0;  // behind what already waits for that peer
+  Frame g = f;
+  g.flags |= kFrameForwarded;
+  g.dst_gen = e->remote_gen.load(std::memory_order_acquire);  // the incarnation this node knows for it
+  iovec iov[2] = {{&g, sizeof g}, {const_cast<uint8_t *>(payload), plen}};
+  if (!net_->submit(to, iov, plen ? 2 : 1)) return 0;
+  if (wants_answer(f)) {
+    Pending p{f.dc, f.src_ep, f.call_id, f.src_gen, to, f.dst_ep, 1};
+    p.origin = peer;
+    p.answer = f.kind == kFrameCall ? kFrameReply : kFrameOutcome;
+    pending_.put(p);
+  }
+  counters_.redirected.fetch_add(1, std::memory_order_relaxed);
+  return 1;
+}
+
+bool Engine::forward_answer(uint32_t peer, const Frame &f, const uint8_t *payload, uint32_t plen, bool *handled) {
+  *handled = false;
+  const Pending *first = pending_.find_entry(f.dc, f.dst_ep, f.call_id);
+  if (!first || first->origin == kNoOrigin || first->peer != peer) return true;
+  *handled = true;
+  uint32_t origin = first->origin;
+  auto it = peers_.find(origin);
+  uint32_t count = f.kind == kFrameOutcome && f.bits ? f.bits : 1;
+  if (it != peers_.end() && it->second) {
+    auto bq = backlog_.find(origin);
+    if (bq != backlog_.end() && !bq->second.empty()) return false;
+    iovec iov[2] = {{const_cast<Frame *>(&f), sizeof f}, {const_cast<uint8_t *>(payload), plen}};
+    if (!net_->submit(origin, iov, plen ? 2 : 1)) return false;  // the transport holds it and offers it again
+  }
+  for (uint32_t k = 0; k < count; k++) {
+    Pending p;
+    pending_.take(f.dc, f.dst_ep, f.call_id + k, &p);
+  }
+  return true;
 }
 
 bool Engine::drain_outbound() {
@@ -470,10 +549,14 @@ int Engine::deliver(uint32_t peer, const Frame &f, const uint8_t *payload, uint3
   EndpointSlot *e = s == kNone ? nullptr : a.endpoint(s);
   int32_t err = 0;
   uint32_t gen = 0;
-  if (!e || e->state.load(std::memory_order_acquire) != kEpBound) {
+  if (!dc_usable(a.hdr(), f.dc)) {
+    err = EDVSNODCNODE;
+  } else if (!e || e->state.load(std::memory_order_acquire) != kEpBound) {
     err = f.dst_gen ? EDVSDSTDIED : EDVSNOTBIND;
+  } else if (e->kind == kEpRemote) {
+    return forward(peer, f, e, payload, plen);  // not here (any more): the sender's location was stale
   } else if (e->kind != kEpLocal) {
-    err = EDVSNONODE;  // not here (any more): a stale location
+    err = EDVSNONODE;
   } else {
     gen = e->gen.load(std::memory_order_acquire);
     if (f.dst_gen && gen != f.dst_gen) err = EDVSDSTDIED;
@@ -544,6 +627,9 @@ bool Engine::on_message(uint32_t peer, const uint8_t *msg, uint32_t len) {
       return true;
     case kFrameReply:
     case kFrameOutcome: {
+      bool passed = false;
+      if (pending_.size() && !forward_answer(peer, f, payload, plen, &passed)) return false;
+      if (passed) return true;
       // The caller must still be here and have room in its reply ring; if
       // the ring is full (rare: credits bound it) the transport holds this.
       uint32_t s = lookup(f.dc, f.dst_ep);
@@ -629,9 +715,11 @@ void Engine::on_peer_down(uint32_t peer) {
   backlog_.erase(peer);
   // Everything this node forwarded to the peer and still waits for fails now.
   pending_.take_if([&](const Pending &p) { return p.peer == peer; }, [&](const Pending &p) {
-    answer_local({p.dc, p.caller, p.caller_gen, node_->node_id, p.call_id}, 0, EDVSNOTCONN);
+    answer_pending(p, 0, EDVSNOTCONN);
     counters_.notconn.fetch_add(1, std::memory_order_relaxed);
   });
+  // Messages forwarded on that node's behalf: nobody waits for their answers any more.
+  pending_.take_if([&](const Pending &p) { return p.origin == peer; }, [](const Pending &) {});
   emit({EngineEvent::kPeerDown, peer, 0, {}});
 }
 
@@ -748,6 +836,7 @@ void Engine::refresh_stats() {
   num("delivered", counters_.delivered.load());
   num("parked", counters_.parked.load());
   num("notconn", counters_.notconn.load());
+  num("redirected", counters_.redirected.load());
   num("undeliverable", counters_.undeliverable.load());
   num("lateReplies", counters_.late_replies.load());
   num("badFrames", counters_.bad_frames.load());
@@ -766,7 +855,8 @@ void Engine::refresh_stats() {
   num("sendFailed", t.send_failed);
   num("faultDropped", t.fault_dropped);
   num("faultDuplicated", t.fault_duplicated);
-  num("faultReordered", t.fault_reordered, false);
+  num("faultReordered", t.fault_reordered);
+  num("partitionDropped", t.partition_dropped, false);
   j += "},\"peers\":[";
   bool first = true;
   for (const net::PeerStats &p : net_->peer_stats()) {

@@ -60,6 +60,7 @@ struct EngineCounters {
   std::atomic<uint64_t> delivered{0};      // messages from peers put into local mailboxes / reply rings
   std::atomic<uint64_t> parked{0};         // deliveries that had to wait for mailbox or arena space
   std::atomic<uint64_t> notconn{0};        // callers/senders answered EDVSNOTCONN (peer down)
+  std::atomic<uint64_t> redirected{0};     // messages for a stale location passed on to the endpoint's node
   std::atomic<uint64_t> undeliverable{0};  // messages for endpoints not bound here (answered with an error)
   std::atomic<uint64_t> late_replies{0};   // replies/outcomes nobody waits for any more (dropped)
   std::atomic<uint64_t> bad_frames{0};     // malformed engine frames (dropped)
@@ -79,6 +80,8 @@ class Engine : public net::Handler {
   void set_remote_endpoints(uint32_t peer, std::vector<RemoteEndpoint> eps);
   void send_control(uint32_t peer, std::string bytes);
   void set_fault(const net::FaultConfig &f);
+  // Simulated partition: drop every datagram to and from these peers (empty: heal).
+  void set_partition(std::vector<uint32_t> nodes);
   // Reclaims what dead processes of this node held (a client's control connection closed).
   void reap();
 
@@ -122,12 +125,13 @@ class Engine : public net::Handler {
     std::vector<uint8_t> bytes;
   };
   struct Command {
-    enum Type { kAddPeer, kRemovePeer, kSetRemote, kControl, kFault, kReap } type;
+    enum Type { kAddPeer, kRemovePeer, kSetRemote, kControl, kFault, kPartition, kReap } type;
     uint32_t peer;
     sockaddr_in addr;
     std::vector<RemoteEndpoint> eps;
     std::string bytes;
     net::FaultConfig fault;
+    std::vector<uint32_t> nodes;
   };
 
   Engine() = default;
@@ -137,6 +141,12 @@ class Engine : public net::Handler {
   bool drain_slot(dvs_endpoint *e, uint32_t peer);
   bool flush_backlog(uint32_t peer);
   void answer_local(const ReplyTarget &t, int32_t from_ep, int32_t status);
+  // Answers a pending entry with an error: its local caller, or the origin node of a forwarded message.
+  void answer_pending(const Pending &p, int32_t from_ep, int32_t status);
+  // A message for an endpoint this node only has a proxy for: 1 passed on, 0 later, -1 answered with an error.
+  int forward(uint32_t peer, const Frame &f, EndpointSlot *e, const uint8_t *payload, uint32_t plen);
+  // A REPLY/OUTCOME for a message forwarded on behalf of another node: passes it back (false: later).
+  bool forward_answer(uint32_t peer, const Frame &f, const uint8_t *payload, uint32_t plen, bool *handled);
   void send_outcome(uint32_t peer, const Frame &f, int32_t status);
   // Success acknowledgements of consecutive sends from one sender become one OUTCOME frame.
   void acknowledge(uint32_t peer, const Frame &f);

@@ -18,6 +18,8 @@ enum FrameKind : uint32_t {
   kFrameControl = 6,  // opaque bytes for the agents' control plane (directory announcements...)
 };
 constexpr uint32_t kFrameAck = 1;
+// Passed on by a node that had a stale location's proxy (at most one hop).
+constexpr uint32_t kFrameForwarded = 2;
 constexpr uint32_t kMaxAckRange = 65536;  // OUTCOME: `bits` = how many consecutive call ids it acknowledges
 
 struct Frame {

@@ -17,7 +17,13 @@ struct Pending {
   uint32_t peer;
   int32_t dst;  // the remote endpoint it went to
   uint32_t used;
+  // A message forwarded on behalf of another node (stale location): its
+  // answer goes back to `origin` as a frame of kind `answer`; kNoOrigin = a
+  // caller on this node.
+  uint32_t origin = 0xffffffffu;
+  uint32_t answer = 0;
 };
+constexpr uint32_t kNoOrigin = 0xffffffffu;
 
 class PendingTable {
  public:
@@ -38,6 +44,12 @@ class PendingTable {
     *out = slots_[i];
     erase_at(i);
     return true;
+  }
+
+  // The entry, or nullptr (valid until the next put/take).
+  const Pending *find_entry(uint32_t dc, int32_t caller, uint32_t call_id) const {
+    uint32_t i = find(dc, caller, call_id);
+    return slots_[i].used ? &slots_[i] : nullptr;
   }
 
   // Removes every entry matching pred, calling f(entry) for each.

@@ -100,6 +100,9 @@ int dvs_detach(dvs_node *node);
 uint32_t dvs_node_id(const dvs_node *node);
 
 int dvs_bind(dvs_node *node, uint32_t dc, int32_t ep, dvs_endpoint **out);
+/* Binds with a name (up to 31 bytes, unique among the node's endpoints of the DC)
+ * that the cluster directory publishes for lookup. */
+int dvs_bind_named(dvs_node *node, uint32_t dc, int32_t ep, const char *name, dvs_endpoint **out);
 int dvs_close(dvs_endpoint *ep);
 uint32_t dvs_ep_dc(const dvs_endpoint *ep);
 int32_t dvs_ep_number(const dvs_endpoint *ep);

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "fault.h"
 #include "recv_channel.h"
@@ -69,6 +70,10 @@ class TransportImpl final : public Transport {
     finish_batch();
   }
   void set_fault(const FaultConfig &f) override { fault_.configure(f); }
+  void set_partition(const std::vector<uint32_t> &nodes) override {
+    partitioned_.clear();
+    for (uint32_t n : nodes) partitioned_.insert(n);
+  }
   TransportStats stats() const override;
   std::vector<PeerStats> peer_stats() const override;
 
@@ -143,6 +148,7 @@ class TransportImpl final : public Transport {
   Handler *handler_;
   UdpSocket sock_;
   FaultInjector fault_;
+  std::unordered_set<uint32_t> partitioned_;  // simulated partition: nodes cut off both ways
   TransportStats st_;
   uint64_t now_ = 0;
   uint64_t ack_delay_ns_ = 0;
@@ -210,6 +216,10 @@ void TransportImpl::flush() {
 void TransportImpl::emit(Peer &p, const uint8_t *d, uint32_t len) {
   p.last_sent = now_;
   p.dgrams_sent++;
+  if (!partitioned_.empty() && partitioned_.count(p.node)) {
+    st_.partition_dropped++;
+    return;
+  }
   uint32_t copies = fault_.active() ? fault_.route(d, len, p.addr, now_) : 1;
   for (uint32_t i = 0; i < copies; i++) sock_.queue(&p.addr, d, len);
 }
@@ -318,6 +328,10 @@ void TransportImpl::on_datagram(const uint8_t *d, uint32_t len, const sockaddr_i
     return;
   }
   Peer &p = *it->second;
+  if (!partitioned_.empty() && partitioned_.count(p.node)) {
+    st_.partition_dropped++;
+    return;
+  }
   if (truncated) {
     st_.bad_oversize++;
     return;

@@ -78,6 +78,8 @@ struct TransportStats {
   // sequence/ACK numbers outside the window, datagrams the kernel refused to
   // send (socket buffer full; repaired by retransmission), whether GSO is in use.
   uint64_t bad_checksum = 0, bad_seq = 0, send_failed = 0;
+  // Datagrams dropped because of a simulated partition (set_partition).
+  uint64_t partition_dropped = 0;
   bool gso = false;
 };
 
@@ -138,6 +140,9 @@ class Transport {
   // Test entry: processes `len` bytes as if received from `from` (validation,
   // session checks, delivery, ACKs), without the socket.
   virtual void inject_datagram(const uint8_t *p, uint32_t len, const sockaddr_in &from) = 0;
+  // Fault injection: every datagram to and from these nodes is dropped (a
+  // simulated network partition); an empty list heals. Kept across add_peer.
+  virtual void set_partition(const std::vector<uint32_t> &nodes) = 0;
 
   virtual void set_fault(const FaultConfig &f) = 0;
   virtual TransportStats stats() const = 0;
