@@ -17,6 +17,10 @@ export type ControlHandler = (req: ControlRequest, conn: ControlConnection) => u
 export interface ControlConnection {
   /** Set by a `hello` request: the pid of an attached process. */
   pid?: number;
+  /** Writes an unsolicited line ({ev: ...}) to this connection (absent for in-process requests). */
+  push?(msg: object): void;
+  /** Set by a `watch` request: what the agent pushes changes to. */
+  watcher?: unknown;
 }
 
 const MAX_LINE = 1 << 20;
@@ -58,7 +62,11 @@ export class ControlServer {
     onClose: (conn: ControlConnection) => void,
   ) {
     this.server = createServer((sock) => {
-      const conn: ControlConnection = {};
+      const conn: ControlConnection = {
+        push: (msg) => {
+          if (!sock.destroyed) sock.write(JSON.stringify(msg) + '\n');
+        },
+      };
       this.conns.add(sock);
       sock.on('error', () => sock.destroy());
       sock.on('close', () => {
@@ -132,7 +140,7 @@ export function controlRequest(namespace: string, node: number, op: string, args
       try {
         const res = JSON.parse(line) as { ok: boolean; result?: unknown; error?: { code: string; message: string } };
         if (res.ok) resolve(res.result);
-        else reject(new DvsError((res.error?.code ?? 'EDVSINVAL') as never, res.error?.message));
+        else reject(new DvsError((res.error?.code ?? 'EDVSINVAL') as never, res.error?.message?.replace(/^EDVS[A-Z0-9]+: /, '')));
       } catch {
         reject(new DvsError('EDVSINVAL', 'malformed answer from the agent'));
       }
@@ -155,4 +163,121 @@ export function registerWithAgent(namespace: string, node: number): Socket {
   sock.write(JSON.stringify({ id: 0, op: 'hello', pid: process.pid }) + '\n');
   sock.resume();  // answers are not needed
   return sock;
+}
+
+type Answer = { id?: unknown; ok?: boolean; result?: unknown; error?: { code: string; message: string }; ev?: unknown };
+
+/**
+ * A long-lived connection to a node's agent: requests matched to answers by
+ * id, and unsolicited lines ({ev: ...}, after a `watch`) handed to `onPush`.
+ * Unreferenced while nothing is pending: an idle client never keeps the
+ * process alive.
+ */
+export class ControlClient {
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private seq = 0;
+  private closed = false;
+  private held = false;
+  onPush: (msg: Record<string, unknown>) => void = () => {};
+  /** The connection ended (the agent stopped or died, or close()). */
+  onClose: (err: DvsError) => void = () => {};
+
+  private constructor(
+    private readonly sock: Socket,
+    readonly namespace: string,
+    readonly node: number,
+  ) {
+    sock.on('error', () => sock.destroy());
+    sock.on('close', () => this.ended(new DvsError('EDVSNOTCONN', `the connection to the agent of node ${node} closed`)));
+    onLines(sock, (line) => this.line(line));
+  }
+
+  static connect(namespace: string, node: number, timeoutMs = 5000): Promise<ControlClient> {
+    return new Promise((resolve, reject) => {
+      const sock = connect({ path: controlPath(namespace, node) });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new DvsError('EDVSTIMEDOUT', `the agent of node ${node} did not accept a connection within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const fail = (e: NodeJS.ErrnoException): void => {
+        clearTimeout(timer);
+        reject(new DvsError('EDVSNOTCONN', `no agent for node ${node} in namespace '${namespace}' (${e.code ?? e.message})`));
+      };
+      sock.once('error', fail);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        sock.off('error', fail);
+        sock.unref();
+        resolve(new ControlClient(sock, namespace, node));
+      });
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  request(op: string, args: Record<string, unknown> = {}, timeoutMs = 5000): Promise<unknown> {
+    if (this.closed) return Promise.reject(new DvsError('EDVSNOTCONN', `the connection to the agent of node ${this.node} is closed`));
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.settled(id);
+        reject(new DvsError('EDVSTIMEDOUT', `the agent of node ${this.node} did not answer '${op}' within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      if (this.pending.size === 1) this.sock.ref();
+      this.sock.write(JSON.stringify({ ...args, id, op }) + '\n');
+    });
+  }
+
+  /** Closes the connection; pending requests fail with EDVSNOTCONN. */
+  close(): void {
+    this.ended(new DvsError('EDVSNOTCONN', 'closed'), false);
+  }
+
+  /** Keeps the process alive while on (requests in flight do too). */
+  keepAlive(on: boolean): void {
+    this.held = on;
+    if (this.closed) return;
+    if (on) this.sock.ref();
+    else if (!this.pending.size) this.sock.unref();
+  }
+
+  private settled(id: number): void {
+    this.pending.delete(id);
+    if (!this.pending.size && !this.held && !this.closed) this.sock.unref();
+  }
+
+  private line(line: string): void {
+    let m: Answer;
+    try {
+      m = JSON.parse(line) as Answer;
+    } catch {
+      return;
+    }
+    if (typeof m !== 'object' || m === null) return;
+    if (m.ev !== undefined) {
+      if (!this.closed) this.onPush(m as Record<string, unknown>);
+      return;
+    }
+    const p = typeof m.id === 'number' ? this.pending.get(m.id) : undefined;
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.settled(m.id as number);
+    if (m.ok) p.resolve(m.result);
+    else p.reject(new DvsError((m.error?.code ?? 'EDVSINVAL') as never, m.error?.message?.replace(/^EDVS[A-Z0-9]+: /, '')));
+  }
+
+  private ended(err: DvsError, notify = true): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.sock.destroy();
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    if (notify) this.onClose(err);
+  }
 }

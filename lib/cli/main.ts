@@ -4,14 +4,19 @@ import { DvsError } from '../errors.js';
 import { parseArgs, type Flags } from './args.js';
 import { demo, demoPeer } from './demo.js';
 import { agent, agentHelp } from './agent.js';
+import { dc, dcHelp } from './dc.js';
+import { lookup, lookupHelp } from './lookup.js';
 import { nodes, nodesHelp } from './nodes.js';
-import { ps } from './ps.js';
+import { ps, psHelp } from './ps.js';
+import { status, statusHelp } from './status.js';
 
 const commands: Record<string, { run: (f: Flags) => Promise<number>; help: string }> = {
   demo: { run: demo, help: 'demo [--seconds N] [--size BYTES]    ping-pong between two processes, live latency' },
-  agent: { run: agent, help: agentHelp },
-  ps: { run: ps, help: 'ps [--node N] [--namespace NS] [--json]    the node\'s endpoint table (local and remote endpoints)' },
+  agent: { run: (f) => (f.positional[0] === 'status' ? status({ ...f, positional: f.positional.slice(1) }) : agent(f)), help: `${agentHelp}\n  dvs ${statusHelp}` },
   nodes: { run: nodes, help: nodesHelp },
+  ps: { run: ps, help: psHelp },
+  dc: { run: dc, help: dcHelp },
+  lookup: { run: lookup, help: lookupHelp },
   'demo-peer': { run: demoPeer, help: '' },
 };
 
@@ -19,7 +24,7 @@ function usage(): string {
   const lines = Object.values(commands)
     .filter((c) => c.help)
     .map((c) => `  dvs ${c.help}`);
-  return `usage:\n${lines.join('\n')}\n`;
+  return `usage:\n${lines.join('\n')}\n\nThe commands that ask an agent take --node N (default $DVS_NODE or 0) and --namespace NS; --json prints JSON.\nErrors: "dvs: CODE: message" on stderr, exit status 1.\n`;
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -1,22 +1,18 @@
 // nodes.ts — `dvs nodes`: the cluster's members as one node's agent sees them
 // (id, address, state, incarnation, endpoints), with its view number.
-import { controlRequest, defaultNamespace } from '../agent/control.js';
+import { controlRequest } from '../agent/control.js';
 import type { NodesResult } from '../agent/agent.js';
-import { intFlag, type Flags } from './args.js';
-
-function table(rows: string[][]): string {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ').trimEnd() + '\n').join('');
-}
+import { expectArgs, type Flags } from './args.js';
+import { printJson, table, target, TARGET_FLAGS } from './format.js';
 
 export const nodesHelp = "nodes [--node N] [--namespace NS] [--json]    the cluster's members as node N's agent sees them";
 
 export async function nodes(f: Flags): Promise<number> {
-  const node = intFlag(f, 'node', Number(process.env.DVS_NODE ?? 0), 0, 1023);
-  const ns = defaultNamespace(f.values.get('namespace'));
+  expectArgs(f, nodesHelp, { values: TARGET_FLAGS, booleans: ['json'] });
+  const { node, ns } = target(f);
   const r = (await controlRequest(ns, node, 'nodes')) as NodesResult;
   if (f.flags.has('json')) {
-    process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    printJson(r);
     return 0;
   }
   process.stdout.write(`agent of node ${node}, namespace ${ns}: ${r.mode} membership, view ${r.view}\n`);

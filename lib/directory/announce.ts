@@ -3,6 +3,7 @@
 // list changes. Lists are small (a few bytes per endpoint) and go over the
 // same reliable, ordered channel as the data, so a peer never sees a message
 // for an endpoint before the announcement that created its proxy.
+import { isName } from '../validate.js';
 import type { Directory, DirectoryEntry, DirectoryHost } from './directory.js';
 
 const MAX = 0xffffff;
@@ -10,7 +11,7 @@ const MAX = 0xffffff;
 const MAX_ENTRIES = 1 << 16;
 
 function key(eps: readonly DirectoryEntry[]): string {
-  return eps.map((e) => `${e.dc}:${e.ep}:${e.gen}:${e.pid}`).join(',');
+  return eps.map((e) => `${e.dc}:${e.ep}:${e.gen}:${e.pid}:${e.name ?? ''}`).join(',');
 }
 
 /** Validates a peer's announcement (it crossed the network). */
@@ -18,10 +19,12 @@ function parseEntries(x: unknown): DirectoryEntry[] | null {
   if (!Array.isArray(x) || x.length > MAX_ENTRIES) return null;
   const out: DirectoryEntry[] = [];
   for (const e of x) {
-    if (!Array.isArray(e) || e.length !== 4 || !e.every((v) => Number.isInteger(v) && v >= 0)) return null;
-    const [dc, ep, gen, pid] = e as number[];
-    if (dc > 4095 || ep > MAX || gen > 0xffffffff || pid > 0xffffffff) return null;
-    out.push({ dc, ep, gen, pid });
+    if (!Array.isArray(e) || (e.length !== 4 && e.length !== 5)) return null;
+    const [dc, ep, gen, pid, name = ''] = e as unknown[];
+    if (![dc, ep, gen, pid].every((v) => Number.isInteger(v) && (v as number) >= 0)) return null;
+    if ((dc as number) > 4095 || (ep as number) > MAX || (gen as number) > 0xffffffff || (pid as number) > 0xffffffff) return null;
+    if (!isName(name)) return null;
+    out.push(name ? { dc: dc as number, ep: ep as number, gen: gen as number, pid: pid as number, name } : { dc: dc as number, ep: ep as number, gen: gen as number, pid: pid as number });
   }
   return out;
 }
@@ -71,6 +74,6 @@ export class AnnounceDirectory implements Directory {
   }
 
   private announce(node: number): void {
-    this.host.send(node, { k: 'dir', t: 'eps', eps: this.local.map((e) => [e.dc, e.ep, e.gen, e.pid]) });
+    this.host.send(node, { k: 'dir', t: 'eps', eps: this.local.map((e) => (e.name ? [e.dc, e.ep, e.gen, e.pid, e.name] : [e.dc, e.ep, e.gen, e.pid])) });
   }
 }

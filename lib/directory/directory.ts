@@ -9,6 +9,8 @@ export interface DirectoryEntry {
   /** Its incarnation on that node. */
   gen: number;
   pid: number;
+  /** The name given at bind (unique per DC on its node; at most 31 bytes of UTF-8, no NUL); absent or '' when none. */
+  name?: string;
 }
 
 export interface Directory {
