@@ -2,7 +2,9 @@
 // clear message and a non-zero exit, a second agent for the same node and
 // namespace is refused (and does not disturb the first), SIGTERM stops an
 // agent with exit 0 leaving nothing behind (segment, control socket, UDP
-// port); and the embedded mode (startAgent: two agents in this process).
+// port); the embedded mode (startAgent: two agents in this process); and the
+// query commands (dc, lookup, ps, nodes, agent status): bad input gives
+// "dvs: CODE: message" and exit 1, --json works on each.
 import { createSocket } from 'node:dgram';
 import t from 'tap';
 import { attach, startAgent, type Agent } from '../lib/index.js';
@@ -199,6 +201,85 @@ t.test('embedded mode: two agents in this process', async (tt) => {
   tt.same(shmFiles(ns), [], 'no segment left after both agents stopped');
   await tt.rejects(controlRequest(ns, 1, 'status', {}, 2000), { code: 'EDVSNOTCONN' }, 'the control socket is closed');
   tt.ok(await udpPortFree(p1), 'UDP port of agent 1 free again');
+});
+
+t.test('dvs dc, lookup, ps, nodes, agent status: bad input → "dvs: CODE: message", exit 1; --json everywhere', async (tt) => {
+  const ns = uniqueNs('cl-input');
+  used.push(ns);
+  const [a1] = await startCluster(tt, ns, [1]);
+  const at = ['--node', '1', '--namespace', ns];
+  const cases: [string, string[], RegExp][] = [
+    ['dc without a subcommand', ['dc', ...at], /EDVSINVAL: dc needs a subcommand/],
+    ['an unknown dc subcommand', ['dc', 'frob', ...at], /EDVSINVAL: unknown dc subcommand 'frob'/],
+    ['dc create without --nodes', ['dc', 'create', '5', ...at], /EDVSINVAL: dc create needs --nodes/],
+    ['dc create with --nodes but no value', ['dc', 'create', '5', '--nodes', ...at], /EDVSINVAL: --nodes needs a value/],
+    ['dc create with a non-numeric DC', ['dc', 'create', 'five', '--nodes', '1', ...at], /EDVSINVAL: DC must be a non-negative integer, got 'five'/],
+    ['dc create with DC 4096', ['dc', 'create', '4096', '--nodes', '1', ...at], /EDVSBADDCID: dc must be in \[0, 4095\]/],
+    ['dc create with a bad node list', ['dc', 'create', '5', '--nodes', '1,x', ...at], /EDVSINVAL: NODE must be a non-negative integer, got 'x'/],
+    ['dc create with node 1024', ['dc', 'create', '5', '--nodes', '1024', ...at], /EDVSBADNODEID: node must be in \[0, 1023\]/],
+    ['dc create with two DCs', ['dc', 'create', '5', '6', '--nodes', '1', ...at], /EDVSINVAL: unexpected arguments \(usage: dvs dc create DC --nodes/],
+    ['dc add-node with one argument', ['dc', 'add-node', '5', ...at], /EDVSINVAL: missing arguments \(usage: dvs dc add-node DC NODE/],
+    ['dc add-node to an unknown DC', ['dc', 'add-node', '5', '1', ...at], /EDVSBADDCID: DC 5 does not exist/],
+    ['dc remove-node with three arguments', ['dc', 'remove-node', '5', '1', '2', ...at], /EDVSINVAL: unexpected arguments/],
+    ['dc list with an unknown flag', ['dc', 'list', '--verbose', ...at], /EDVSINVAL: unknown flag --verbose/],
+    ['lookup without a name', ['lookup', '1', ...at], /EDVSINVAL: missing arguments \(usage: dvs lookup DC NAME/],
+    ['lookup with a 32-byte name', ['lookup', '1', 'x'.repeat(32), ...at], /EDVSINVAL: name must be 1-31 bytes/],
+    ['lookup with a negative DC', ['lookup', '-1', 'a', ...at], /EDVSINVAL: DC must be a non-negative integer, got '-1'/],
+    ['lookup with --json=yes', ['lookup', '1', 'a', '--json=yes', ...at], /EDVSINVAL: --json takes no value/],
+    ['lookup of an unbound name', ['lookup', '1', 'nobody', ...at], /EDVSNOTBIND: no endpoint named "nobody" in DC 1/],
+    ['ps with an extra argument', ['ps', 'everything', ...at], /EDVSINVAL: unexpected arguments/],
+    ['nodes with a bad --node', ['nodes', '--node', 'x', '--namespace', ns], /EDVSINVAL: --node must be an integer in \[0, 1023\]/],
+    ['agent status with an unknown flag', ['agent', 'status', '--bogus', ...at], /EDVSINVAL: unknown flag --bogus/],
+    ['dc list on a node without an agent', ['dc', 'list', '--node', '9', '--namespace', ns], /EDVSNOTCONN: no agent for node 9/],
+    ['lookup on a node without an agent', ['lookup', '1', 'a', '--node', '9', '--namespace', ns], /EDVSNOTCONN: no agent for node 9/],
+    ['agent status on a node without an agent', ['agent', 'status', '--node', '9', '--namespace', ns, '--json'], /EDVSNOTCONN: no agent for node 9/],
+  ];
+  await Promise.all(
+    cases.map(async ([what, args, msg]) => {
+      const r = await runCli(tt, args);
+      tt.equal(r.code, 1, `${what}: exit status 1`);
+      tt.match(r.stderr, /^dvs: EDVS[A-Z0-9]+: \S/, `${what}: "dvs: CODE: message" (${r.stderr.trim().split('\n')[0]})`);
+      tt.match(r.stderr, msg, `${what}: says why`);
+      tt.notMatch(r.stderr, /^\s+at /m, `${what}: no stack trace`);
+      tt.equal(r.stdout, '', `${what}: nothing on stdout`);
+    }),
+  );
+  tt.same((await a1.request<{ dcs: unknown[] }>('dcs')).dcs, [], 'no bad command changed the DC table');
+
+  // --json on every command, against a running agent
+  const n = attach({ node: 1, namespace: ns });
+  tt.teardown(() => n.detach());
+  n.bind(1, 9, { name: 'json-test' });
+  const json = async (args: string[]): Promise<Record<string, unknown>> => {
+    const r = await runCli(tt, [...args, ...at, '--json']);
+    tt.equal(r.code, 0, `dvs ${args.join(' ')} --json: exit 0 ${r.stderr}`);
+    try {
+      return JSON.parse(r.stdout) as Record<string, unknown>;
+    } catch {
+      tt.fail(`dvs ${args.join(' ')} --json printed no JSON: ${r.stdout}`);
+      return {};
+    }
+  };
+  tt.equal((await json(['nodes'])).mode, 'static', 'nodes --json');
+  tt.same(((await json(['ps'])).endpoints as { ep: number; name: string }[]).map((e) => [e.ep, e.name]), [[9, 'json-test']], 'ps --json');
+  tt.equal((await json(['ps', '--local'])).scope, 'local', 'ps --local --json');
+  tt.same(await json(['dc', 'create', '12', '--nodes', '1']), { dc: 12, nodes: [1], version: 1 }, 'dc create --json');
+  tt.same((await json(['dc', 'add-node', '12', '2'])).nodes, [1, 2], 'dc add-node --json');
+  tt.same((await json(['dc', 'remove-node', '12', '2'])).nodes, [1], 'dc remove-node --json');
+  tt.same((await json(['dc', 'list'])).dcs, [{ dc: 12, nodes: [1], version: 3 }], 'dc list --json');
+  tt.same(await json(['lookup', '1', 'json-test']), { dc: 1, ep: 9, node: 1, gen: (await json(['lookup', '1', 'json-test'])).gen, pid: process.pid, name: 'json-test' }, 'lookup --json');
+  const st = await json(['agent', 'status']);
+  tt.same([st.node, st.pid, st.registry], [1, a1.pid, 'static'], 'agent status --json');
+  const text = await runCli(tt, ['agent', 'status', ...at]);
+  tt.match(text.stdout, /^agent of node 1, namespace .*: pid \d+, listening on 127\.0\.0\.1:\d+, static registry$/m, 'agent status in text');
+  tt.match(text.stdout, /^DC 12: nodes 1 \(version 3\)$/m, 'with the DC table');
+  n.detach();
+
+  const help = await runCli(tt, ['--help']);
+  tt.equal(help.code, 0, 'dvs --help exits 0');
+  for (const c of ['dvs dc create DC --nodes', 'dvs dc add-node DC NODE', 'dvs dc remove-node DC NODE', 'dvs dc list', 'dvs lookup DC NAME', 'dvs agent status', 'dvs ps [--local]', 'dvs nodes'])
+    tt.match(help.stdout, c, `dvs --help lists "${c}"`);
+  tt.same(await a1.stop(), { code: 0, signal: null });
 });
 
 t.test('nothing left behind', async (tt) => {

@@ -275,3 +275,40 @@ export function seal(d: Uint8Array): Uint8Array {
 }
 
 export { within };
+
+/** Polls `f` until it returns a value other than undefined/false (bounded); returns it. */
+export async function pollUntil<R>(f: () => Promise<R | undefined | false> | R | undefined | false, ms: number, what: string): Promise<R> {
+  const deadline = Date.now() + ms;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const r = await f();
+      if (r !== undefined && r !== false) return r as R;
+    } catch (e) {
+      lastErr = e;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not reached within ${ms} ms${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
+    await sleep(20);
+  }
+}
+
+/**
+ * Agents with embedded membership (`--seeds`: the first id is the seed), as
+ * child processes; resolves once every agent sees every member alive.
+ */
+export async function startSeeded(t: T, ns: string, ids: number[], extra: (node: number) => string[] = () => []): Promise<AgentProc[]> {
+  const ports = await freeUdpPorts(ids.length);
+  const seed = `${ids[0]}=127.0.0.1:${ports[0]}`;
+  const agents = ids.map((n, i) => new AgentProc(t, { node: n, port: ports[i], peers: {}, ns, extra: ['--seeds', seed, ...extra(n)] }));
+  await agents[0].start();
+  await Promise.all(agents.slice(1).map((a) => a.start()));
+  await pollUntil(
+    async () => {
+      const views = await Promise.all(agents.map((a) => a.request<{ members: { node: number; state: string }[] }>('nodes')));
+      return views.every((v) => ids.every((n) => v.members.some((m) => m.node === n && m.state === 'alive'))) || undefined;
+    },
+    20000,
+    `all of ${ids.join(',')} alive on every agent`,
+  );
+  return agents;
+}
