@@ -11,7 +11,7 @@
 import t from 'tap';
 import { attach, startAgent, type Agent, type DcInfo } from '../lib/index.js';
 import { silentLogger } from '../lib/agent/log.js';
-import { codeOf, shmFiles, spawnFixture, uniqueNs, within, type T } from './helpers.js';
+import { codeOf, shmFiles, spawnFixture, uniqueNs, within, type Child, type T } from './helpers.js';
 import { AgentProc, freeUdpPorts, pollUntil, runCli, startSeeded, waitRemote } from './cluster-helpers.js';
 
 const DC = 5;
@@ -20,6 +20,12 @@ async function dcList(tt: T, a: AgentProc): Promise<DcInfo[]> {
   const r = await runCli(tt, ['dc', 'list', '--node', String(a.node), '--namespace', a.opts.ns, '--json']);
   if (r.code !== 0) throw new Error(`dvs dc list --node ${a.node}: exit ${r.code}: ${r.stderr}`);
   return (JSON.parse(r.stdout) as { dcs: DcInfo[] }).dcs;
+}
+
+/** Ends a fixture the orderly way (it exits when its stdin closes, unbinding as it detaches). */
+async function quit(c: Child): Promise<void> {
+  c.proc.stdin!.end();
+  await c.exit(10000);
 }
 
 /** Waits until every agent's DC table lists `dc` with `nodes`; then checks it through the CLI of each. */
@@ -45,8 +51,7 @@ t.test('DC enforcement across agents through dvs dc', async (tt) => {
   // Before the DC is defined it is open: node 3 may bind in it.
   const early = spawnFixture(tt, 'server', [ns, 3, DC, 30, 'idle']);
   tt.equal(await within(early.line(), 30000, 'early bind'), 'ready', 'an undefined DC is open to every node');
-  early.kill('SIGKILL');
-  await early.exit();
+  await quit(early);
   await pollUntil(async () => !(await a3.request<{ endpoints: { ep: number }[] }>('ps')).endpoints.some((e) => e.ep === 30), 10000, 'the early endpoint gone');
 
   // ---- create DC 5 on nodes 1, 2 (through node 1's agent)
@@ -91,8 +96,7 @@ t.test('DC enforcement across agents through dvs dc', async (tt) => {
   tt.equal(busy.code, 1, 'dvs dc remove-node with a bound endpoint: exit 1');
   tt.match(busy.stderr, /^dvs: EDVSBUSY: node 3 still has 1 endpoint bound in DC 5/m, `it says why: ${busy.stderr.trim()}`);
   await seenEverywhere(tt, agents, DC, [1, 2, 3], 'DC 5 unchanged after EDVSBUSY');
-  srv3.kill('SIGKILL');
-  await srv3.exit();
+  await quit(srv3);
   await pollUntil(async () => !(await a1.request<{ endpoints: { ep: number }[] }>('ps')).endpoints.some((e) => e.ep === 32), 10000, "node 3's endpoint gone from node 1's directory");
   const removed = await cli(1, 'dc', 'remove-node', String(DC), '3', '--json');
   tt.equal(removed.code, 0, `once it is closed, remove-node succeeds ${removed.stderr}`);
