@@ -367,6 +367,14 @@ export class Agent {
 
   /** The node's endpoint table: local endpoints and proxies for remote ones (names of remote ones from the directory). */
   ps(): PsRow[] {
+    // Names of remote endpoints (their proxies carry none): node → (dc, ep) → name.
+    const names = new Map<number, Map<number, string>>();
+    for (const [node, eps] of this.dir) {
+      if (node === this.node) continue;
+      const m = new Map<number, string>();
+      for (const d of eps) if (d.name) m.set(d.dc * 0x1000000 + d.ep, d.name);
+      if (m.size) names.set(node, m);
+    }
     return this.engine
       .endpoints()
       .map((e: EngineEndpoint) => ({
@@ -376,7 +384,7 @@ export class Agent {
         node: e.node,
         pid: e.pid,
         gen: e.gen,
-        name: e.remote ? (this.dir.get(e.node)?.find((d) => d.dc === e.dc && d.ep === e.ep)?.name ?? '') : (e.name ?? ''),
+        name: e.remote ? (names.get(e.node)?.get(e.dc * 0x1000000 + e.ep) ?? '') : e.name,
         msgsIn: e.msgsIn,
         msgsOut: e.msgsOut,
       }))

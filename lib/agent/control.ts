@@ -24,6 +24,8 @@ export interface ControlConnection {
 }
 
 const MAX_LINE = 1 << 20;
+/** Unread pushed bytes a watching connection may accumulate before the agent closes it. */
+const MAX_BACKLOG = 64 << 20;
 
 export function controlPath(namespace: string, node: number): string {
   return `\0dvs/${namespace}/${node}/agent`;
@@ -64,7 +66,10 @@ export class ControlServer {
     this.server = createServer((sock) => {
       const conn: ControlConnection = {
         push: (msg) => {
-          if (!sock.destroyed) sock.write(JSON.stringify(msg) + '\n');
+          if (sock.destroyed) return;
+          // A watcher that stopped reading: drop it rather than buffer without bound (it sees the close).
+          if (sock.writableLength > MAX_BACKLOG) return void sock.destroy();
+          sock.write(JSON.stringify(msg) + '\n');
         },
       };
       this.conns.add(sock);
