@@ -11,7 +11,7 @@ export interface CliArgs {
 
 export const USAGE =
   `usage: node dist/bench/main.js <suite> [--quick] [--json FILE] [--only t1,t2] [--sizes 64,4096]\n` +
-  `       (membership suite: --sizes are cluster sizes in agents, default 3,5,10; --only embedded)`;
+  `       (membership suite: --sizes are cluster sizes in agents, default 3,5,10; --only embedded,etcd)`;
 
 const MAX_SIZE = 1 << 30;
 

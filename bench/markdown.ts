@@ -25,6 +25,9 @@ interface MembershipRow {
   converge_ms_p50: number | null;
   converge_ms_p99: number | null;
   lookup_us_p50: number | null;
+  lookup_us_p99?: number | null;
+  locate_us_p50?: number | null;
+  error?: string;
 }
 interface Result {
   suite?: string;
@@ -58,17 +61,19 @@ const total = (t: string, key: 'lost' | 'retransmits'): string => {
 
 if (data.suite === 'membership') {
   const rows = data.results as unknown as MembershipRow[];
-  const v = (x: number | null): string => (x === null ? '–' : String(x));
+  const v = (x: number | null | undefined): string => (x === null || x === undefined ? '–' : String(x));
   const lines = [
-    `| backend | agents | trials | failure detect p50 (ms) | p99 | suspect p50 (ms) | binding visible p50 (ms) | p99 | lookup p50 (µs) |`,
-    `|---|---:|---:|---:|---:|---:|---:|---:|---:|`,
+    `| backend | agents | trials | failure detect p50 (ms) | p99 | suspect p50 (ms) | binding visible p50 (ms) | p99 | lookup p50 (µs) | p99 | locate p50 (µs) |`,
+    `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
     ...rows.map(
       (r) =>
         `| ${r.backend} | ${r.nodes} | ${r.trials} | ${v(r.failure_detect_ms_p50)} | ${v(r.failure_detect_ms_p99)} | ${v(r.failure_suspect_ms_p50)} | ` +
-        `${v(r.converge_ms_p50)} | ${v(r.converge_ms_p99)} | ${v(r.lookup_us_p50)} |`,
+        `${v(r.converge_ms_p50)} | ${v(r.converge_ms_p99)} | ${v(r.lookup_us_p50)} | ${v(r.lookup_us_p99)} | ${v(r.locate_us_p50)} |`,
     ),
   ];
-  process.stdout.write(`${lines.join('\n')}\n\n${measuredOn('membership')}`);
+  const skipped = rows.filter((r) => r.error !== undefined).map((r) => `${r.backend} ${r.nodes} agents: ${r.error}`);
+  const notes = skipped.length > 0 ? `\nRows without numbers: ${skipped.join('; ')}.\n` : '';
+  process.stdout.write(`${lines.join('\n')}\n${notes}\n${measuredOn('membership')}`);
 } else if (data.suite === 'udp') {
   const kilo = (t: string, size: number): string => {
     const v = cell(t, size, 'msgs_per_s', 0, 1e3);

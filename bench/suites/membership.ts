@@ -1,35 +1,43 @@
 /**
  * The `membership` suite: clusters of 3, 5 and 10 `dvs agent` processes on
- * 127.0.0.1 with embedded membership (every agent knows only the seed, node
- * 1: `--seeds 1=127.0.0.1:PORT`). Each trial starts a fresh cluster (own
- * namespace, free ports), waits until every agent's 'nodes' view shows every
- * member alive, then measures:
+ * 127.0.0.1, with each registry backend:
+ * - embedded: every agent knows only the seed, node 1 (`--seeds 1=127.0.0.1:PORT`);
+ * - etcd: every agent runs with `--registry etcd://127.0.0.1:PORT`, one real
+ *   etcd server for the whole suite (bench/etcd.ts: free ports, temp data
+ *   directory, always killed and removed). Without the etcd binary these rows
+ *   carry an `error` naming the cause and no numbers.
+ * Each trial starts a fresh cluster (own namespace, free ports), waits until
+ * every agent's 'nodes' view shows every member alive, then measures:
  *
  * - converge_ms: the harness attaches to one node's arena (rotating over the
  *   nodes), binds a fresh endpoint there and polls every other agent's 'ps'
  *   until each lists it as remote; the sample is the time from just before
  *   bind() to the answer that completed the set (the directory's announcement
- *   over CONTROL frames, applied by every other agent). The harness detaches
- *   before the failure part.
+ *   over CONTROL frames, or its key in etcd and the agents' watches, applied
+ *   by every other agent).
+ * - lookup_us / locate_us: the harness binds LOOKUP_NAMES named endpoints on
+ *   one node, opens a Cluster handle (`connectCluster`, the public API) on
+ *   another node, waits until the handle sees them all (waitForBind), then
+ *   calls `cluster.lookup(dc, name)` (and `cluster.locate(dc, ep)`) over the
+ *   names in turn, LOOKUPS_PER_BATCH calls between two clock reads; a sample is
+ *   one batch's time divided by its calls (the loop and the clock read
+ *   included). Every call must find its entry (checked).
  * - failure_detect_ms: kill -9 of one non-seed agent (rotating); every
  *   survivor's 'nodes' is polled until its view shows the victim 'dead'; the
  *   sample is the time from the kill to the last survivor's first 'dead'
  *   answer (the slowest survivor). The time to the last survivor's 'suspect'
- *   is recorded as well.
+ *   is recorded as well (embedded only: the etcd backend has no suspect state).
  *
  * Times are performance.now() in the harness, taken when an answer arrives:
- * each sample is an upper bound with a resolution of about the poll interval
- * (POLL_MS after a kill, CONVERGE_POLL_MS after a bind) plus one control
- * round trip. Every survivor is polled over its
- * own persistent control connection (there is no subscription op).
+ * each converge/detect sample is an upper bound with a resolution of about
+ * the poll interval (POLL_MS after a kill, CONVERGE_POLL_MS after a bind) plus
+ * one control round trip. Every survivor is polled over its own persistent
+ * control connection.
  *
  * Teardown after each trial: connections closed, harness detached, agents
  * SIGTERMed (SIGKILLed after 3 s), the killed agent's arena
  * (nobody is left to remove it after a kill -9) unlinked, and anything else
  * left in /dev/shm/dvs.<ns>.* fails the trial.
- *
- * Not measured: the etcd backend (does not exist yet: no rows) and cached
- * lookup latency (no name lookup API yet: lookup_us_p50 is null).
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
@@ -37,8 +45,9 @@ import { existsSync, unlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { attach, type NodesResult, type PsRow } from '../../lib/index.js';
+import { attach, connectCluster, type Cluster as ClusterHandle, type NodesResult, type PsRow } from '../../lib/index.js';
 import { controlPath } from '../../lib/agent/control.js';
+import { BenchEtcd, etcdVersion } from '../etcd.js';
 import { percentile } from '../stats.js';
 import { UsageError, type Suite, type SuiteOptions, type SuiteRun } from '../suite.js';
 import { renderTable } from '../table.js';
@@ -47,8 +56,9 @@ import { checkShmGone, errorLine, freeUdpPorts, terminate } from '../transports/
 const MAIN_JS = fileURLToPath(new URL('../../lib/cli/main.js', import.meta.url));
 const SIZES: readonly number[] = [3, 5, 10];
 const MAX_NODES = 32;
-const BACKENDS: readonly string[] = ['embedded'];
-/** Detection settings passed to every agent (the agent's defaults in membership mode). */
+type Backend = 'embedded' | 'etcd';
+const BACKENDS: readonly Backend[] = ['embedded', 'etcd'];
+/** Detection settings passed to every agent (the agent's defaults in membership mode; with etcd they only time the transport's links). */
 const DEAD_AFTER_MS = 1000;
 const SUSPECT_MS = 500;
 /** Poll interval of the survivors' 'nodes' after a kill (a 1.5 s wait). */
@@ -58,12 +68,23 @@ const CONVERGE_POLL_MS = 2;
 const FORM_TIMEOUT_MS = 30_000;
 const DETECT_TIMEOUT_MS = 15_000;
 const CONVERGE_TIMEOUT_MS = 10_000;
+/** The etcd backend's default lease TTL (node liveness; the agents get --registry etcd://host:port without ?ttl=). */
+const ETCD_LEASE_TTL_S = 2;
+/** Named endpoints bound for the lookup measurement (looked up in turn). */
+const LOOKUP_NAMES = 32;
+/** lookup()/locate() calls between two clock reads. */
+const LOOKUPS_PER_BATCH = 200;
+/** Batches per trial and per call measured (after LOOKUP_WARMUP_BATCHES unmeasured ones). */
+const LOOKUP_BATCHES = 2000;
+const LOOKUP_WARMUP_BATCHES = 500;
+const LOOKUP_EP_BASE = 1000;
 const STDERR_TAIL = 2000;
 const DC = 1;
 /** Targets of issue 4 (printed against, not asserted). */
 const TARGET_DETECT_MS = 2000;
 const TARGET_DETECT_NODES = 10;
-const TARGET_CONVERGE_MS = 50;
+const TARGET_CONVERGE_MS: Readonly<Record<Backend, number>> = { embedded: 50, etcd: 100 };
+const TARGET_LOOKUP_US = 1;
 
 interface Plan {
   /** Clusters per size (one kill each). */
@@ -75,7 +96,7 @@ const QUICK: Plan = { trials: 3, bindings: 2 };
 const FULL: Plan = { trials: 10, bindings: 3 };
 
 export interface MembershipRow {
-  readonly backend: string;
+  readonly backend: Backend;
   readonly nodes: number;
   failure_detect_ms_p50: number | null;
   failure_detect_ms_p99: number | null;
@@ -84,12 +105,29 @@ export interface MembershipRow {
   failure_suspect_ms_p50: number | null;
   converge_ms_p50: number | null;
   converge_ms_p99: number | null;
-  lookup_us_p50: null;
+  /** cluster.lookup(dc, name) on a connectCluster handle, per call (batches of LOOKUPS_PER_BATCH). */
+  lookup_us_p50: number | null;
+  lookup_us_p99: number | null;
+  /** cluster.locate(dc, ep), the same way. */
+  locate_us_p50: number | null;
+  locate_us_p99: number | null;
   /** Trials (clusters) that completed. */
   trials: number;
   dead_after_ms: number;
   suspect_ms: number;
-  samples: { failure_detect_ms: number[]; failure_suspect_ms: number[]; converge_ms: number[] };
+  /** etcd rows: the lease TTL that decides when a killed node is dead. */
+  lease_ttl_s?: number;
+  samples: {
+    failure_detect_ms: number[];
+    failure_suspect_ms: number[];
+    converge_ms: number[];
+    /** Per trial: the p50 of its lookup batches (µs per call). */
+    lookup_us_trial_p50: number[];
+    locate_us_trial_p50: number[];
+  };
+  /** Why the row was not measured at all (e.g. etcd missing); its metrics are null. */
+  error?: string;
+  /** Trials that failed (the others count). */
   errors?: string[];
 }
 
@@ -172,18 +210,22 @@ class Cluster {
   /** Rejects when an agent exits that was not killed on purpose. */
   readonly died = new Promise<never>((_, reject) => (this.diedReject = reject));
 
-  constructor(readonly size: number) {
+  /** `etcd`: the server of an etcd cluster (null: embedded membership from seed node 1). */
+  constructor(
+    readonly size: number,
+    private readonly etcd: BenchEtcd | null,
+  ) {
     this.died.catch(() => {});
   }
 
   async start(): Promise<void> {
     const ports = await freeUdpPorts(this.size);
-    const seed = `1=127.0.0.1:${ports[0]}`;
+    const registry = this.etcd ? ['--registry', this.etcd.url] : ['--seeds', `1=127.0.0.1:${ports[0]}`];
     for (let i = 0; i < this.size; i++) {
       const node = i + 1;
       const child = spawn(
         process.execPath,
-        [MAIN_JS, 'agent', '--node', String(node), '--listen', `127.0.0.1:${ports[i]}`, '--seeds', seed, '--namespace', this.namespace,
+        [MAIN_JS, 'agent', '--node', String(node), '--listen', `127.0.0.1:${ports[i]}`, ...registry, '--namespace', this.namespace,
           '--dead-after-ms', String(DEAD_AFTER_MS), '--suspect-ms', String(SUSPECT_MS), '--log-level', 'warn'],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
@@ -274,8 +316,56 @@ async function converge(cluster: Cluster, node: number, ep: number): Promise<num
   }
 }
 
-/** Kills `victim` with SIGKILL; ms until the last survivor shows it 'suspect' and 'dead'. */
-async function detect(cluster: Cluster, victim: number): Promise<{ suspect: number; dead: number }> {
+/** Per-call times (µs) of `call` over `LOOKUP_BATCHES` batches; `call` returns whether it found its entry (every call must). */
+function timeCalls(what: string, call: (i: number) => boolean): Float64Array {
+  const us = new Float64Array(LOOKUP_BATCHES);
+  let found = 0;
+  let i = 0;
+  for (let b = -LOOKUP_WARMUP_BATCHES; b < LOOKUP_BATCHES; b++) {
+    const t0 = process.hrtime.bigint();
+    for (let k = 0; k < LOOKUPS_PER_BATCH; k++) if (call(i++)) found++;
+    const t1 = process.hrtime.bigint();
+    if (b >= 0) us[b] = Number(t1 - t0) / 1000 / LOOKUPS_PER_BATCH;
+  }
+  if (found !== i) throw new Error(`${what}: ${i - found} of ${i} calls found no entry`);
+  return us;
+}
+
+/**
+ * Binds LOOKUP_NAMES named endpoints on node `binder` (harness attached to its
+ * arena), opens a Cluster handle on node `observer`, waits until it sees them
+ * all, then times lookup(dc, name) and locate(dc, ep) on it.
+ */
+async function lookups(cluster: Cluster, binder: number, observer: number): Promise<{ lookup: Float64Array; locate: Float64Array }> {
+  const n = attach({ node: binder, namespace: cluster.namespace });
+  let handle: ClusterHandle | null = null;
+  try {
+    const names: string[] = [];
+    const eps: number[] = [];
+    for (let k = 0; k < LOOKUP_NAMES; k++) {
+      names.push(`bench-service-${k}`);
+      eps.push(LOOKUP_EP_BASE + k);
+      n.bind(DC, LOOKUP_EP_BASE + k, { name: names[k] });
+    }
+    handle = await connectCluster({ node: observer, namespace: cluster.namespace });
+    const h = handle;
+    for (const name of names) {
+      const e = await h.waitForBind(DC, name, { timeoutMs: CONVERGE_TIMEOUT_MS });
+      if (e.node !== binder) throw new Error(`node ${observer}: ${name} bound on node ${binder} is looked up on node ${e.node}`);
+    }
+    const mask = LOOKUP_NAMES - 1; // a power of two
+    return {
+      lookup: timeCalls('lookup', (i) => h.lookup(DC, names[i & mask]) !== null),
+      locate: timeCalls('locate', (i) => h.locate(DC, eps[i & mask]) !== null),
+    };
+  } finally {
+    handle?.close();
+    n.detach();
+  }
+}
+
+/** Kills `victim` with SIGKILL; ms until the last survivor shows it 'dead' (and 'suspect', null unless every survivor showed it). */
+async function detect(cluster: Cluster, victim: number): Promise<{ suspect: number | null; dead: number }> {
   const survivors = cluster.conns.filter((c) => c.node !== victim);
   const t0 = performance.now();
   cluster.kill(victim);
@@ -287,19 +377,28 @@ async function detect(cluster: Cluster, victim: number): Promise<{ suspect: numb
         const t = performance.now() - t0;
         const state = r.members.find((m) => m.node === victim)?.state;
         if (state === 'suspect' && suspect === null) suspect = t;
-        if (state === 'dead') return { suspect: suspect ?? t, dead: t };
+        if (state === 'dead') return { suspect, dead: t };
         if (state !== 'alive' && state !== 'suspect') throw new Error(`node ${c.node} shows node ${victim} '${state}'`);
         if (t > DETECT_TIMEOUT_MS) throw new Error(`node ${c.node}: node ${victim} not dead within ${DETECT_TIMEOUT_MS} ms (state ${state})`);
         await sleep(POLL_MS);
       }
     }),
   );
-  return { suspect: Math.max(...times.map((x) => x.suspect)), dead: Math.max(...times.map((x) => x.dead)) };
+  const suspects = times.map((x) => x.suspect);
+  return { suspect: suspects.some((x) => x === null) ? null : Math.max(...(suspects as number[])), dead: Math.max(...times.map((x) => x.dead)) };
 }
 
-/** One trial: a fresh cluster, `plan.bindings` converge samples, one kill. */
-async function trial(size: number, index: number, plan: Plan, row: MembershipRow): Promise<void> {
-  const cluster = new Cluster(size);
+/** Lookup batch samples of one row (all trials), summarized at the end. */
+interface LookupPool {
+  lookup: Float64Array[];
+  locate: Float64Array[];
+}
+
+/** One trial: a fresh cluster, `plan.bindings` converge samples, the lookup timing, one kill. */
+async function trial(size: number, index: number, plan: Plan, row: MembershipRow, pool: LookupPool, etcd: BenchEtcd | null): Promise<void> {
+  const gone = etcd?.gone;
+  if (gone) throw new Error(gone);
+  const cluster = new Cluster(size, etcd);
   try {
     await cluster.start();
     const converged: number[] = [];
@@ -307,11 +406,17 @@ async function trial(size: number, index: number, plan: Plan, row: MembershipRow
       const node = ((index * plan.bindings + b) % size) + 1;
       converged.push(await Promise.race([converge(cluster, node, 100 + b), cluster.died]));
     }
+    const binder = (index % size) + 1;
+    const l = await Promise.race([lookups(cluster, binder, (binder % size) + 1), cluster.died]);
     const victim = 2 + (index % (size - 1));
     const d = await Promise.race([detect(cluster, victim), cluster.died]);
     row.samples.converge_ms.push(...converged);
     row.samples.failure_detect_ms.push(d.dead);
-    row.samples.failure_suspect_ms.push(d.suspect);
+    if (d.suspect !== null) row.samples.failure_suspect_ms.push(d.suspect);
+    pool.lookup.push(l.lookup);
+    pool.locate.push(l.locate);
+    row.samples.lookup_us_trial_p50.push(pooled([l.lookup], 50)!);
+    row.samples.locate_us_trial_p50.push(pooled([l.locate], 50)!);
     row.trials++;
   } finally {
     await cluster.stop();
@@ -319,11 +424,24 @@ async function trial(size: number, index: number, plan: Plan, row: MembershipRow
 }
 
 const round = (x: number): number => Math.round(x * 10) / 10;
+const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 const p = (xs: number[], q: number): number | null => (xs.length === 0 ? null : round(percentile(xs, q)));
+/** Percentile of pooled batch samples (µs, 3 decimals). */
+function pooled(parts: readonly Float64Array[], q: number): number | null {
+  const n = parts.reduce((a, x) => a + x.length, 0);
+  if (n === 0) return null;
+  const all = new Float64Array(n);
+  let at = 0;
+  for (const x of parts) {
+    all.set(x, at);
+    at += x.length;
+  }
+  return round3(percentile(all as unknown as number[], q));
+}
 
-async function measureSize(size: number, plan: Plan, log: (line: string) => void): Promise<MembershipRow> {
-  const row: MembershipRow = {
-    backend: 'embedded',
+function emptyRow(backend: Backend, size: number): MembershipRow {
+  return {
+    backend,
     nodes: size,
     failure_detect_ms_p50: null,
     failure_detect_ms_p99: null,
@@ -332,19 +450,31 @@ async function measureSize(size: number, plan: Plan, log: (line: string) => void
     converge_ms_p50: null,
     converge_ms_p99: null,
     lookup_us_p50: null,
+    lookup_us_p99: null,
+    locate_us_p50: null,
+    locate_us_p99: null,
     trials: 0,
     dead_after_ms: DEAD_AFTER_MS,
     suspect_ms: SUSPECT_MS,
-    samples: { failure_detect_ms: [], failure_suspect_ms: [], converge_ms: [] },
+    ...(backend === 'etcd' ? { lease_ttl_s: ETCD_LEASE_TTL_S } : {}),
+    samples: { failure_detect_ms: [], failure_suspect_ms: [], converge_ms: [], lookup_us_trial_p50: [], locate_us_trial_p50: [] },
   };
+}
+
+/** `etcd`: the suite's etcd server for an etcd row, null for an embedded row. */
+async function measureSize(backend: Backend, size: number, plan: Plan, etcd: BenchEtcd | null, log: (line: string) => void): Promise<MembershipRow> {
+  const row = emptyRow(backend, size);
+  const pool: LookupPool = { lookup: [], locate: [] };
   for (let i = 0; i < plan.trials; i++) {
     try {
-      await trial(size, i, plan, row);
-      log(`embedded ${size} agents, trial ${i + 1}/${plan.trials}: detect ${round(row.samples.failure_detect_ms.at(-1)!)} ms, converge ${row.samples.converge_ms.slice(-plan.bindings).map(round).join(', ')} ms`);
+      await trial(size, i, plan, row, pool, etcd);
+      log(`${backend} ${size} agents, trial ${i + 1}/${plan.trials}: detect ${round(row.samples.failure_detect_ms.at(-1)!)} ms, ` +
+        `converge ${row.samples.converge_ms.slice(-plan.bindings).map(round).join(', ')} ms, ` +
+        `lookup ${row.samples.lookup_us_trial_p50.at(-1)} µs, locate ${row.samples.locate_us_trial_p50.at(-1)} µs`);
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
       (row.errors ??= []).push(msg);
-      log(`embedded ${size} agents, trial ${i + 1}/${plan.trials} failed: ${msg}`);
+      log(`${backend} ${size} agents, trial ${i + 1}/${plan.trials} failed: ${msg}`);
     }
   }
   const s = row.samples;
@@ -357,17 +487,20 @@ async function measureSize(size: number, plan: Plan, log: (line: string) => void
   row.failure_suspect_ms_p50 = p(s.failure_suspect_ms, 50);
   row.converge_ms_p50 = p(s.converge_ms, 50);
   row.converge_ms_p99 = p(s.converge_ms, 99);
+  row.lookup_us_p50 = pooled(pool.lookup, 50);
+  row.lookup_us_p99 = pooled(pool.lookup, 99);
+  row.locate_us_p50 = pooled(pool.locate, 50);
+  row.locate_us_p99 = pooled(pool.locate, 99);
   return row;
 }
 
 // ------------------------------------------------------------------- suite
 
 const NOTES: readonly string[] = [
-  `backend etcd: not measured — the etcd membership backend does not exist yet (no rows).`,
-  `lookup_us_p50: null — there is no name lookup API yet (names / lookup / waitForBind are a later slice of issue 4); no substitute metric.`,
-  `failure_detect_ms: kill -9 of one non-seed agent to the moment the last survivor's 'nodes' view shows it 'dead' (agents run with --dead-after-ms ${DEAD_AFTER_MS} --suspect-ms ${SUSPECT_MS}, the membership defaults, so about ${DEAD_AFTER_MS + SUSPECT_MS} ms is expected by design); failure_suspect_ms_p50: the same to 'suspect'.`,
-  `converge_ms: bind() of a fresh endpoint by the harness attached to one node's arena to the moment every other agent's 'ps' lists it as remote (polled every ${CONVERGE_POLL_MS} ms). It includes the bound node's engine noticing the bind (a bind rings the agent's doorbell), then the announcement over CONTROL frames and each peer applying it.`,
-  `Each trial is a fresh cluster of agent processes on 127.0.0.1 (own namespace, free ports), all joining via seed node 1; one kill per trial; after a kill the survivors are polled every ${POLL_MS} ms over persistent control connections; samples are upper bounds with about the poll interval as resolution. Percentiles are nearest-rank: with 10 samples p99 is the maximum.`,
+  `failure_detect_ms: kill -9 of one non-seed agent to the moment the last survivor's 'nodes' view shows it 'dead'. embedded: agents run with --dead-after-ms ${DEAD_AFTER_MS} --suspect-ms ${SUSPECT_MS}, the membership defaults, so about ${DEAD_AFTER_MS + SUSPECT_MS} ms is expected by design; failure_suspect_ms_p50: the same to 'suspect'. etcd: a node is dead when etcd expires its lease (TTL ${ETCD_LEASE_TTL_S} s, the default; etcd checks expiry periodically) and the survivors' watches see its key deleted; there is no 'suspect' state (null).`,
+  `converge_ms: bind() of a fresh endpoint by the harness attached to one node's arena to the moment every other agent's 'ps' lists it as remote (polled every ${CONVERGE_POLL_MS} ms). It includes the bound node's engine noticing the bind (a bind rings the agent's doorbell), then embedded: the announcement over CONTROL frames; etcd: the endpoint's key written to etcd and delivered by each agent's watch; and each peer applying it.`,
+  `lookup_us / locate_us: cluster.lookup(dc, name) / cluster.locate(dc, ep) on a connectCluster() handle of another node than the one holding ${LOOKUP_NAMES} named endpoints, after waitForBind saw them all; the names/endpoints are cycled; the clock is read every ${LOOKUPS_PER_BATCH} calls and a sample is the batch's time per call (loop and clock read included: an upper bound); ${LOOKUP_BATCHES} batches per trial after ${LOOKUP_WARMUP_BATCHES} warm-up batches, percentiles over all batches of the row (a p99 of batch means, so a single slow call is averaged over its batch). Every call must find its entry. The cache is the same Map whatever the backend and cluster size: rows differ only by noise.`,
+  `Each trial is a fresh cluster of agent processes on 127.0.0.1 (own namespace, free ports); embedded: all join via seed node 1; etcd: one etcd server (a single member on 127.0.0.1, started by the suite, data in a temp directory) serves every trial, each in its own namespace. One kill per trial; after a kill the survivors are polled every ${POLL_MS} ms over persistent control connections; samples are upper bounds with about the poll interval as resolution. Percentiles are nearest-rank: with 10 samples p99 is the maximum.`,
 ];
 
 function sizesOf(opts: SuiteOptions): readonly number[] {
@@ -380,43 +513,85 @@ const cell = (x: number | null, unit = ''): string => (x === null ? '–' : `${x
 
 function render(rows: readonly MembershipRow[], plan: Plan): string {
   const table = renderTable(
-    `Membership, embedded backend (${plan.trials} trials per size, ${plan.bindings} bindings per trial)`,
-    ['backend', 'nodes', 'trials', 'detect p50 ms', 'detect p99 ms', 'detect max ms', 'suspect p50 ms', 'converge p50 ms', 'converge p99 ms', 'lookup p50 µs'],
+    `Membership (${plan.trials} trials per row, ${plan.bindings} bindings per trial)`,
+    ['backend', 'nodes', 'trials', 'detect p50 ms', 'detect p99 ms', 'detect max ms', 'suspect p50 ms', 'converge p50 ms', 'converge p99 ms',
+      'lookup p50 µs', 'lookup p99 µs', 'locate p50 µs', 'locate p99 µs'],
     rows.map((r) => [r.backend, String(r.nodes), String(r.trials), cell(r.failure_detect_ms_p50), cell(r.failure_detect_ms_p99), cell(r.failure_detect_ms_max),
-      cell(r.failure_suspect_ms_p50), cell(r.converge_ms_p50), cell(r.converge_ms_p99), 'n/a']),
+      cell(r.failure_suspect_ms_p50), cell(r.converge_ms_p50), cell(r.converge_ms_p99),
+      cell(r.lookup_us_p50), cell(r.lookup_us_p99), cell(r.locate_us_p50), cell(r.locate_us_p99)]),
   );
   const verdict = (v: number | null, target: number): string => (v === null ? 'not measured' : v <= target ? 'met' : 'missed');
-  const big = rows.find((r) => r.nodes === TARGET_DETECT_NODES);
-  const conv = rows.map((r) => r.converge_ms_p50).filter((x): x is number => x !== null);
-  const worstConv = conv.length === 0 ? null : Math.max(...conv);
+  const worst = (xs: (number | null)[]): number | null => {
+    const ok = xs.filter((x): x is number => x !== null);
+    return ok.length === 0 ? null : Math.max(...ok);
+  };
+  const of = (b: Backend): MembershipRow[] => rows.filter((r) => r.backend === b);
+  const big = of('embedded').find((r) => r.nodes === TARGET_DETECT_NODES);
+  const convTarget = (b: Backend): string => {
+    if (of(b).length === 0) return `  binding visible cluster-wide <= ${TARGET_CONVERGE_MS[b]} ms p50 (${b}): no ${b} rows in this run`;
+    const w = worst(of(b).map((r) => r.converge_ms_p50));
+    return `  binding visible cluster-wide <= ${TARGET_CONVERGE_MS[b]} ms p50 (${b}): worst size ${cell(w, ' ms')} (${verdict(w, TARGET_CONVERGE_MS[b])})`;
+  };
+  const lookupWorst = worst(rows.map((r) => r.lookup_us_p50));
   const targets = [
     'Targets (issue 4; printed, not asserted):',
-    `  embedded failure detection <= ${TARGET_DETECT_MS} ms p50 with ${TARGET_DETECT_NODES} agents: ${big ? `${cell(big.failure_detect_ms_p50, ' ms')} (${verdict(big.failure_detect_ms_p50, TARGET_DETECT_MS)})` : 'no 10-agent row in this run'}`,
-    `  binding visible cluster-wide <= ${TARGET_CONVERGE_MS} ms p50 (embedded): worst size ${cell(worstConv, ' ms')} (${verdict(worstConv, TARGET_CONVERGE_MS)})`,
-    '  etcd backend (<= 100 ms converge), cached lookup (<= 1 µs): not measured (see notes)',
+    `  embedded failure detection <= ${TARGET_DETECT_MS} ms p50 with ${TARGET_DETECT_NODES} agents: ${big ? `${cell(big.failure_detect_ms_p50, ' ms')} (${verdict(big.failure_detect_ms_p50, TARGET_DETECT_MS)})` : 'no 10-agent embedded row in this run'}`,
+    convTarget('embedded'),
+    convTarget('etcd'),
+    `  cached lookup <= ${TARGET_LOOKUP_US} µs p50: worst row ${cell(lookupWorst, ' µs')} (${verdict(lookupWorst, TARGET_LOOKUP_US)})`,
   ];
-  const errors = rows.flatMap((r) => (r.errors ?? []).map((e) => `  ${r.nodes} agents: ${e}`));
+  const skipped = rows.filter((r) => r.error !== undefined).map((r) => `  ${r.backend} ${r.nodes} agents: ${r.error}`);
+  const errors = rows.flatMap((r) => (r.errors ?? []).map((e) => `  ${r.backend} ${r.nodes} agents: ${e}`));
   return [
     table,
     targets.join('\n') + '\n',
+    skipped.length > 0 ? ['Not measured:', ...skipped].join('\n') + '\n' : '',
     ['Notes:', ...NOTES.map((n) => `  ${n}`)].join('\n') + '\n',
     errors.length > 0 ? ['Failed trials:', ...errors].join('\n') + '\n' : '',
   ].filter((x) => x !== '').join('\n');
 }
 
-export async function runMembership(opts: SuiteOptions, log: (line: string) => void): Promise<SuiteRun> {
-  for (const b of opts.only ?? []) {
-    if (!BACKENDS.includes(b)) throw new UsageError(`membership: unknown or unimplemented backend "${b}" (available: ${BACKENDS.join(', ')})`);
+function backendsOf(opts: SuiteOptions): readonly Backend[] {
+  if (opts.only === undefined) return BACKENDS;
+  for (const b of opts.only) {
+    if (!(BACKENDS as readonly string[]).includes(b)) throw new UsageError(`membership: unknown backend "${b}" (available: ${BACKENDS.join(', ')})`);
   }
+  return BACKENDS.filter((b) => opts.only!.includes(b));
+}
+
+export async function runMembership(opts: SuiteOptions, log: (line: string) => void): Promise<SuiteRun> {
+  const backends = backendsOf(opts);
   const sizes = sizesOf(opts);
   const plan = opts.quick ? QUICK : FULL;
   const results: MembershipRow[] = [];
-  for (const size of sizes) {
-    const row = await measureSize(size, plan, log);
-    log(`embedded ${size} agents: detect p50 ${cell(row.failure_detect_ms_p50)} ms, converge p50 ${cell(row.converge_ms_p50)} ms (${row.trials} trials)`);
-    results.push(row);
+  for (const backend of backends) {
+    let etcd: BenchEtcd | null = null;
+    let unavailable: string | null = null;
+    if (backend === 'etcd') {
+      try {
+        etcd = await BenchEtcd.start();
+        log(`etcd running at ${etcd.url} (data in ${etcd.dir})`);
+      } catch (err) {
+        unavailable = `not measured: ${err instanceof Error ? err.message : String(err)}`;
+        log(`etcd rows ${unavailable}`);
+      }
+    }
+    try {
+      for (const size of sizes) {
+        if (unavailable !== null) {
+          results.push({ ...emptyRow(backend, size), error: unavailable });
+          continue;
+        }
+        const row = await measureSize(backend, size, plan, etcd, log);
+        log(`${backend} ${size} agents: detect p50 ${cell(row.failure_detect_ms_p50)} ms, converge p50 ${cell(row.converge_ms_p50)} ms, lookup p50 ${cell(row.lookup_us_p50)} µs (${row.trials} trials)`);
+        results.push(row);
+      }
+    } finally {
+      await etcd?.stop();
+    }
   }
-  return { json: { results, plan, notes: NOTES }, text: render(results, plan) };
+  const etcdVer = backends.includes('etcd') ? await etcdVersion() : undefined;
+  return { json: { results, plan, ...(etcdVer ? { etcd: etcdVer } : {}), notes: NOTES }, text: render(results, plan) };
 }
 
 export const membershipSuite: Suite = {
