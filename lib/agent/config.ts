@@ -4,6 +4,7 @@ import { isIPv4 } from 'node:net';
 import { DvsError } from '../errors.js';
 import type { FaultOptions } from '../native.js';
 import type { LogLevel } from './log.js';
+import { parseEtcdUrl } from '../registry/etcd/url.js';
 
 export interface HostPort {
   host: string;
@@ -32,6 +33,12 @@ export interface AgentConfig {
    * runs with static `peers` only, as before.
    */
   seeds?: PeerAddress[];
+  /**
+   * Registry backend: 'etcd://host:port[,host:port...][?ttl=S]' keeps membership
+   * (etcd leases, TTL 2 s by default), the endpoint directory and the DC table in
+   * etcd. Unset: embedded (with seeds) or static peers.
+   */
+  registry?: string;
   /** Membership: a member whose link is down this long after the transport declared it down is dead (ms, default 500). */
   suspectMs?: number;
   /** DCs and the nodes they span (informational until the directory enforces them). */
@@ -142,6 +149,11 @@ export function checkConfig(c: AgentConfig): AgentConfig {
       if (!isIPv4(p.host) || !Number.isInteger(p.port) || p.port <= 0 || p.port > 65535)
         throw new DvsError('EDVSINVAL', `seed ${p.node}: address must be an IPv4 host and a port`);
     }
+  }
+  if (c.registry !== undefined) {
+    if (typeof c.registry !== 'string') throw new DvsError('EDVSINVAL', 'registry must be a string such as etcd://127.0.0.1:2379');
+    parseEtcdUrl(c.registry);
+    if (c.seeds !== undefined) throw new DvsError('EDVSINVAL', 'registry and seeds exclude each other (etcd keeps the membership)');
   }
   for (const k of ['suspectMs', 'heartbeatMs', 'deadAfterMs', 'mtu', 'windowBytes', 'spinUs', 'maxProcs', 'maxEndpoints', 'inboxCells', 'replyCells', 'poolMib'] as const) {
     const v = c[k];

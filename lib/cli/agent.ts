@@ -6,7 +6,7 @@ import { DvsError } from '../errors.js';
 import { intFlag, type Flags } from './args.js';
 
 export const agentHelp =
-  'agent --node N --listen HOST:PORT [--seeds ID=HOST:PORT,...] [--peers ID=HOST:PORT,...] [--dc DC:N,N...] [--config FILE]\n' +
+  'agent --node N --listen HOST:PORT [--seeds ID=HOST:PORT,... | --registry etcd://HOST:PORT[,HOST:PORT]] [--peers ID=HOST:PORT,...] [--dc DC:N,N...] [--config FILE]\n' +
   '        [--namespace NS] [--fault loss=P,dup=P,reorder=P,delay_us=N] [--dead-after-ms N] [--suspect-ms N]\n' +
   '        [--heartbeat-ms N] [--mtu N] [--spin-us N] [--log-level debug|info|warn|error]    run the node agent (foreground)';
 
@@ -28,6 +28,7 @@ export function configFromFlags(f: Flags): AgentConfig {
     node,
     listen,
     peers: v('peers') !== undefined ? parsePeers(v('peers')!) : (base.peers ?? []),
+    registry: v('registry') ?? base.registry,
     seeds: v('seeds') !== undefined || f.flags.has('seeds') ? parsePeers(v('seeds') ?? '', '--seeds') : base.seeds,
     suspectMs: opt('suspect-ms', 3600000) ?? base.suspectMs,
     dcs: v('dc') !== undefined ? parseDcs(v('dc')!) : base.dcs,

@@ -5,7 +5,6 @@
 //   config.registry unset, seeds      → 'embedded': membership from the seeds, the same directory and DC table
 //   config.registry 'etcd://h:p[,h:p]' → 'etcd': all three kept in etcd (lib/registry/etcd/)
 import type { AgentConfig } from '../agent/config.js';
-import { DvsError } from '../errors.js';
 import type { Logger } from '../agent/log.js';
 import type { DcHost, DcTable } from '../dc/dc-table.js';
 import { EmbeddedDcTable } from '../dc/embedded.js';
@@ -56,7 +55,7 @@ export function registryKind(config: AgentConfig): RegistryKind {
 export async function createRegistry(ctx: RegistryContext): Promise<Registry> {
   const kind = registryKind(ctx.config);
   // ---- etcd (lib/registry/etcd/) ----
-  if (kind === 'etcd') throw new DvsError('EDVSINVAL', 'the etcd registry is not available in this build');
+  if (kind === 'etcd') return (await import('./etcd/index.js')).createEtcdRegistry(ctx);  // loads the etcd client only here
   // ---- static / embedded ----
   const cfg = ctx.config;
   const membership = cfg.seeds
