@@ -1,31 +1,13 @@
 // c-interop.test.ts — C programs built on the plain C library (no Node.js)
 // and Node processes share one node: Node calls a C service, a C client calls
 // a Node service, payloads cross intact in both directions.
-import { spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { attach } from '../lib/index.js';
-import { assertNoShm, fnv1a, pattern, ROOT, spawnExe, spawnFixture, tick, uniqueNs, within } from './helpers.js';
+import { assertNoShm, buildC, fnv1a, missingCTools as missing, pattern, spawnExe, spawnFixture, tick, uniqueNs, within } from './helpers.js';
 
 const ns = uniqueNs('cinterop');
 const DC = 2;
-
-const missing = ['make', 'gcc', 'g++'].filter(
-  (tool) => spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status !== 0,
-);
-
-/** Builds the C library and examples; returns the directory holding c_server and c_pingpong. */
-function buildC(): { dir?: string; error?: string } {
-  const r = spawnSync('make', ['-C', join(ROOT, 'native')], { encoding: 'utf8', timeout: 200000 });
-  if (r.status !== 0) return { error: `make -C native failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}` };
-  // The Makefile's output directory (OUT) has been build/native and build-c: take the freshest.
-  const dirs = ['build-c', 'build/native']
-    .map((d) => join(ROOT, d))
-    .filter((d) => existsSync(join(d, 'c_server')) && existsSync(join(d, 'c_pingpong')))
-    .sort((a, b) => statSync(join(b, 'c_server')).mtimeMs - statSync(join(a, 'c_server')).mtimeMs);
-  return dirs.length ? { dir: dirs[0] } : { error: 'make succeeded but c_server/c_pingpong were not found' };
-}
 
 t.test('C and Node processes on one node', { skip: missing.length ? `${missing.join(', ')} not installed` : false }, async (tt) => {
   const built = buildC();

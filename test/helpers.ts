@@ -1,8 +1,8 @@
 // helpers.ts — shared by the test files (not a test itself): namespaces,
 // child-process fixtures with line-based I/O and guaranteed cleanup, and
 // checks that nothing is left behind in /dev/shm.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -292,4 +292,21 @@ export function procState(pid: number): string {
 export async function ready(c: Child): Promise<void> {
   const other = await within(c.expect('ready'), 30000, `${c.name} ready`);
   if (other.length) throw new Error(`${c.name}: unexpected output ${JSON.stringify(other)}`);
+}
+
+/** C build tools that are not installed (tests that build C skip with their names). */
+export const missingCTools: string[] = ['make', 'gcc', 'g++'].filter(
+  (tool) => spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status !== 0,
+);
+
+/** Builds the C library and examples; returns the directory holding c_server and c_pingpong. */
+export function buildC(): { dir?: string; error?: string } {
+  const r = spawnSync('make', ['-C', join(ROOT, 'native')], { encoding: 'utf8', timeout: 200000 });
+  if (r.status !== 0) return { error: `make -C native failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}` };
+  // The Makefile's output directory (OUT) has been build/native and build-c: take the freshest.
+  const dirs = ['build-c', 'build/native']
+    .map((d) => join(ROOT, d))
+    .filter((d) => existsSync(join(d, 'c_server')) && existsSync(join(d, 'c_pingpong')))
+    .sort((a, b) => statSync(join(b, 'c_server')).mtimeMs - statSync(join(a, 'c_server')).mtimeMs);
+  return dirs.length ? { dir: dirs[0] } : { error: 'make succeeded but c_server/c_pingpong were not found' };
 }

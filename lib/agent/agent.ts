@@ -101,6 +101,8 @@ export interface WatchSnapshot {
 /** Membership mode defaults: transport deadAfterMs, then suspect → dead (detection 1.5 s). */
 const MEMBERSHIP_DEAD_AFTER_MS = 1000;
 const SUSPECT_MS = 500;
+/** How often the agent sweeps its arena for processes that died without it noticing. */
+const REAP_INTERVAL_MS = 1000;
 /** A cluster-wide ps waits this long for the other agents (ms). */
 const PS_WAIT_MS = 2000;
 const MAX_PS_ROWS = 1 << 16;
@@ -142,6 +144,8 @@ export class Agent {
   private control: ControlServer | null = null;
   private readonly startedAt = new Date();
   private stopped = false;
+  /** Periodic reaping (below). */
+  private reaper: NodeJS.Timeout | null = null;
   private peerWaiters: (() => void)[] = [];
   /** Every node's endpoints as this agent knows them (its own included), for watchers. */
   private readonly dir = new Map<number, DirectoryEntry[]>();
@@ -295,6 +299,13 @@ export class Agent {
       throw e;
     }
     running.add(a);
+    // A process reaped when its control connection closes is the common case;
+    // one that died before its connection reached the agent (SIGKILL right
+    // after bind) is caught by this sweep (pid + start time per process slot).
+    a.reaper = setInterval(() => {
+      if (!a.stopped) a.engine.reap();
+    }, REAP_INTERVAL_MS);
+    a.reaper.unref();
     if (!exitHook) {
       exitHook = true;
       process.on('exit', () => {
@@ -524,6 +535,7 @@ export class Agent {
     if (this.stopped) return;
     this.stopped = true;
     running.delete(this);
+    if (this.reaper) clearInterval(this.reaper);
     this.dropWatchers();
     await this.control?.close();
     this.engine.close();
@@ -533,6 +545,7 @@ export class Agent {
   /** Synchronous teardown at process exit. */
   private closeNow(): void {
     this.stopped = true;
+    if (this.reaper) clearInterval(this.reaper);
     this.reg.stopNow();
     this.dropWatchers();
     running.delete(this);
