@@ -18,7 +18,7 @@
 //
 // Every etcd call has a deadline; every stream has an error listener; nothing
 // here throws into the event loop or leaves a rejection unhandled.
-import { CompareResult, CompareTarget, Etcd3, isRecoverableError, type IKeyValue, type IWatchResponse, type Watcher } from 'etcd3';
+import { CompareResult, CompareTarget, Etcd3, type IKeyValue, type IWatchResponse, type Watcher } from 'etcd3';
 import type { Logger } from '../../agent/log.js';
 import { DvsError } from '../../errors.js';
 import { TypedEmitter } from '../../membership/membership.js';
@@ -117,7 +117,12 @@ export class EtcdSession extends TypedEmitter<SessionEvents> {
   private readonly retryMax: number;
   private readonly callTimeout: number;
   private readonly parts: SessionPart[] = [];
+  /** The client of the round (one etcd member); one client per member, made on first use. */
   private c: Etcd3 | null = null;
+  private readonly clients = new Map<string, Etcd3>();
+  /** Which member the next round talks to: the same while it works, the next one after a failure. */
+  private pick = 0;
+  private member = '';
   private leaseId: string | null = null;
   private st: State = 'idle';
   private started: Promise<void> | null = null;
@@ -248,18 +253,19 @@ export class EtcdSession extends TypedEmitter<SessionEvents> {
     this.teardown();
     this.wake?.();
     this.firstDone();
-    const c = this.c;
     this.c = null;
-    if (c) {
-      // After the current turn: calls in flight reject (and are caught where they were made).
-      setImmediate(() => {
+    const all = [...this.clients.values()];
+    this.clients.clear();
+    // After the current turn: calls in flight reject (and are caught where they were made).
+    setImmediate(() => {
+      for (const c of all) {
         try {
           c.close();
         } catch {
           /* already closed */
         }
-      });
-    }
+      }
+    });
   }
 
   /** This part-relative key's current value (null: absent). */
@@ -289,28 +295,20 @@ export class EtcdSession extends TypedEmitter<SessionEvents> {
     return { ok: false, rev, cur: kv ? { key: rel, value: kv.value.toString(), mod: Number(kv.mod_revision), lease: String(kv.lease ?? '0') } : null };
   }
 
-  private makeClient(): Etcd3 {
-    return new Etcd3({
-      hosts: this.o.endpoints.map((h) => `http://${h}`),
-      // One attempt per member per call (the session retries with back-off);
-      // cockatiel's default circuit breaker would hold a restarted etcd off for 5 s.
-      faultHandling: {
-        host: () => passThrough as never,
-        global: {
-          execute: async <T>(fn: () => Promise<T>): Promise<T> => {
-            let last: unknown;
-            for (let i = 0; i < this.o.endpoints.length; i++) {
-              try {
-                return await fn();
-              } catch (e) {
-                if (!(e instanceof Error) || !isRecoverableError(e)) throw e;
-                last = e;
-              }
-            }
-            throw last;
-          },
-        } as never,
-      },
+  /**
+   * A client for one member. A round uses one member for its calls and both
+   * its streams (with several hosts in one client, etcd3 would put each stream
+   * on a random one, and a dead member would break every other round).
+   */
+  private clientFor(endpoint: string): Etcd3 {
+    let c = this.clients.get(endpoint);
+    if (c) return c;
+    c = new Etcd3({
+      hosts: `http://${endpoint}`,
+      // One attempt per call (the session retries with back-off, on the next
+      // member); cockatiel's default circuit breaker would hold a restarted
+      // etcd off for 5 s.
+      faultHandling: { host: () => passThrough as never, global: passThrough as never },
       grpcOptions: {
         'grpc.initial_reconnect_backoff_ms': this.retryMin,
         'grpc.max_reconnect_backoff_ms': this.retryMax,
@@ -319,6 +317,8 @@ export class EtcdSession extends TypedEmitter<SessionEvents> {
       },
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + this.callTimeout }),
     });
+    this.clients.set(endpoint, c);
+    return c;
   }
 
   private async loop(): Promise<void> {
@@ -333,8 +333,8 @@ export class EtcdSession extends TypedEmitter<SessionEvents> {
         await this.establish(round);
         if (this.round !== round) throw new Error('connection lost while connecting');
         this.st = 'up';
-        if (downSince) this.log('info', 'etcd reachable again: registered and resynchronised', { etcd: this.display, downMs: Date.now() - downSince, lease: this.leaseId });
-        else this.log('info', 'etcd connected', { etcd: this.display, lease: this.leaseId, ttlS: this.ttl });
+        if (downSince) this.log('info', 'etcd reachable again: registered and resynchronised', { etcd: this.display, member: this.member, downMs: Date.now() - downSince, lease: this.leaseId });
+        else this.log('info', 'etcd connected', { etcd: this.display, member: this.member, lease: this.leaseId, ttlS: this.ttl });
         attempt = 0;
         delay = this.retryMin;
         downSince = 0;
@@ -345,21 +345,23 @@ export class EtcdSession extends TypedEmitter<SessionEvents> {
         downSince = Date.now();
         this.st = 'down';
         this.teardown();
-        this.log('error', `EDVSNOTCONN: etcd ${this.display}: ${why}; the data plane keeps the last known directory; reconnecting`, { code: 'EDVSNOTCONN', etcd: this.display, error: why });
+        this.pick++;
+        this.log('error', `EDVSNOTCONN: etcd ${this.display}: ${why}; the data plane keeps the last known directory; reconnecting`, { code: 'EDVSNOTCONN', etcd: this.display, member: this.member, error: why });
         this.emit('down', why);
       } catch (e) {
         if ((this.st as State) === 'stopped') break;
         const first = this.st !== 'down';
         this.st = 'down';
         this.teardown();
+        this.pick++;
         attempt++;
         if (!downSince) downSince = Date.now();
         const why = errText(e);
         // Every failure of the first few, then sparser (attempts 8, 16, 32...).
         const level = attempt <= 4 || (attempt & (attempt - 1)) === 0 ? 'error' : 'debug';
         if (e instanceof DvsError && e.code !== 'EDVSNOTCONN')
-          this.log(level, `cannot register in etcd ${this.display}: ${why}; retrying in ${delay} ms`, { code: e.code, etcd: this.display, error: why, attempt, retryMs: delay });
-        else this.log(level, `EDVSNOTCONN: etcd ${this.display} unreachable (${why}); retrying in ${delay} ms`, { code: 'EDVSNOTCONN', etcd: this.display, error: why, attempt, retryMs: delay });
+          this.log(level, `cannot register in etcd ${this.display}: ${why}; retrying in ${delay} ms`, { code: e.code, etcd: this.display, member: this.member, error: why, attempt, retryMs: delay });
+        else this.log(level, `EDVSNOTCONN: etcd ${this.display} unreachable (${why}); retrying in ${delay} ms`, { code: 'EDVSNOTCONN', etcd: this.display, member: this.member, error: why, attempt, retryMs: delay });
         this.firstDone();
         if (first) this.emit('down', why);
         await this.sleep(delay);
@@ -400,7 +402,8 @@ export class EtcdSession extends TypedEmitter<SessionEvents> {
   }
 
   private async establish(round: number): Promise<void> {
-    const c = (this.c ??= this.makeClient());
+    this.member = this.o.endpoints[this.pick % this.o.endpoints.length];
+    const c = (this.c = this.clientFor(this.member));
     // The lease: the old one if etcd still has it (an etcd restart renews leases), else a new one.
     if (this.leaseId) {
       const r = await c.leaseClient.leaseTimeToLive({ ID: this.leaseId, keys: false });
