@@ -13,8 +13,10 @@
 // logged (EDVSNOTCONN, with etcd's address), and a new round starts after an
 // exponential back-off (100 ms doubling up to half the TTL, so that a
 // restarted etcd sees the keepalives again before the leases it renewed
-// expire). The parts keep what they knew meanwhile: the data plane goes on
-// with the last known directory; the next snapshot corrects it.
+// expire). A round talks to one etcd member (calls and both streams); the
+// next round after a failure tries the next member of the list. The parts
+// keep what they knew meanwhile: the data plane goes on with the last known
+// directory; the next snapshot corrects it.
 //
 // Every etcd call has a deadline; every stream has an error listener; nothing
 // here throws into the event loop or leaves a rejection unhandled.
