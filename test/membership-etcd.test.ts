@@ -1,10 +1,8 @@
 // membership-etcd.test.ts — the etcd registry (`--registry etcd://...`)
 // against a real etcd (Debian etcd-server; skipped without it).
-//  - five `dvs agent` processes form a cluster through etcd; a call between
-//    two of them; graceful leave ('left'); kill -9 ('dead' within the lease
-//    TTL + margin; calls waiting on it fail with EDVSNOTCONN; its endpoints
-//    leave every directory); the killed node restarted rejoins with a new
-//    incarnation;
+//  (the cluster scenarios shared with the embedded backend — five agents,
+//  names, DCs, partition, leave, kill -9, rejoin — are in
+//  membership-backends.test.ts; this file has what is etcd's own:)
 //  - etcd stopped and restarted mid-test: calls between existing endpoints go
 //    on while etcd is down, every agent logs the error (EDVSNOTCONN, etcd's
 //    address) and keeps running; after the restart a bind made during the
@@ -63,16 +61,11 @@ async function waitFor(f: () => boolean, ms: number, what: string): Promise<void
 
 /**
  * Ends an echo server (fixture 'server') with a 'quit' call and waits for its
- * exit. Cleanup only: the server exits right after replying, and the reply can
- * lose the race with its agent noticing the exit (EDVSDSTDIED), so that is
- * accepted here.
+ * exit. The server exits right after replying; the reply still arrives (a
+ * proxy the directory removes retires only after a grace period).
  */
 async function quit(from: Endpoint, ep: number, server: Child): Promise<void> {
-  try {
-    (await from.call(ep, 'quit', { timeoutMs: 10000 })).release();
-  } catch (e) {
-    if (codeOf(e) !== 'EDVSDSTDIED') throw e;
-  }
+  (await from.call(ep, 'quit', { timeoutMs: 10000 })).release();
   await server.exit(10000);
 }
 
@@ -81,110 +74,6 @@ const stateOf = (r: NodesResult, node: number): string | undefined => r.members.
 const etcdArgs = (url: string): string[] => ['--registry', url];
 /** Crash markers in an agent's stderr. */
 const CRASH = /Unhandled|UnhandledPromiseRejection|TypeError|ReferenceError|uncaught|FATAL|Segmentation/i;
-
-t.test('etcd registry: five agents form a cluster; leave, kill -9, rejoin', { skip }, async (tt) => {
-  const etcd = await startEtcd(tt);
-  const ns = uniqueNs('mem-etcd');
-  const ports = await freeUdpPorts(IDS.length);
-  const agents = IDS.map((n, i) => new AgentProc(tt, { node: n, port: ports[i], peers: {}, ns, extra: etcdArgs(etcd.url) }));
-  const byId = (n: number): AgentProc => agents[IDS.indexOf(n)];
-
-  // ---- five agents form a cluster (each knows only etcd)
-  await Promise.all(agents.map((a) => a.start()));
-  const formed = await waitViews(agents, (r) => r.mode === 'etcd' && IDS.every((n) => stateOf(r, n) === 'alive'), 15000, 'all five alive everywhere');
-  tt.ok(formed.every((r) => r.members.length === 5), 'every agent lists 5 members, all alive');
-  const inc0 = new Map(formed[0].members.map((m) => [m.node, m.incarnation]));
-  tt.ok(
-    formed.every((r) => r.members.every((m) => m.incarnation === inc0.get(m.node) && m.address === `127.0.0.1:${ports[IDS.indexOf(m.node)]}`)),
-    'they agree on addresses and incarnations',
-  );
-  const cli = await runCli(tt, ['nodes', '--node', '3', '--namespace', ns, '--json']);
-  tt.equal(cli.code, 0, 'dvs nodes --json exits 0');
-  tt.same((JSON.parse(cli.stdout) as NodesResult).members.map((m) => [m.node, m.state]), IDS.map((n) => [n, 'alive']), 'dvs nodes lists the five members alive');
-
-  // ---- a call between two agents: the mesh formed from etcd's view, the directory from etcd's keys
-  const srv5 = spawnFixture(tt, 'server', [ns, 5, DC, 7, 'echo']);
-  await ready(srv5);
-  await waitRemote(byId(4), DC, 7);
-  const n4 = attach({ node: 4, namespace: ns });
-  tt.teardown(() => n4.detach());
-  const ep4 = n4.bind(DC, 8);
-  const r = await ep4.call(7, Uint8Array.from([41]), { timeoutMs: 10000 });
-  tt.same([...r.payload], [42], 'node 4 calls a server on node 5');
-  r.release();
-  await waitViews([byId(1)], (x) => x.members.find((m) => m.node === 5)?.endpoints === 1, 5000, "node 1 counts node 5's endpoint");
-  await quit(ep4, 7, srv5);
-  await waitViews([byId(1)], (x) => x.members.find((m) => m.node === 5)?.endpoints === 0, 5000, "node 5's endpoint gone from node 1's directory after unbind");
-  n4.detach();
-
-  // ---- graceful leave: SIGTERM node 5
-  const others5 = agents.filter((a) => a.node !== 5);
-  const before = await Promise.all(others5.map(nodesOf));
-  const tLeave = Date.now();
-  byId(5).child.kill('SIGTERM');
-  const left = await waitViews(others5, (x) => stateOf(x, 5) === 'left', 5000, 'node 5 left');
-  tt.pass(`every other agent shows node 5 'left' ${Date.now() - tLeave} ms after SIGTERM`);
-  tt.ok(left.every((x, i) => x.view > before[i].view), `in a higher view (${before.map((b) => b.view)} → ${left.map((x) => x.view)})`);
-  tt.same(await byId(5).child.exit(10000), { code: 0, signal: null }, 'the leaving agent exits 0');
-
-  // ---- kill -9 of node 3 with calls waiting on its endpoint
-  const srv3 = spawnFixture(tt, 'cluster-server', [ns, 3, DC, 20, 2]);
-  await within(srv3.expect('ready'), 30000, 'server on node 3 ready');
-  await waitRemote(byId(2), DC, 20);
-  await waitRemote(byId(4), DC, 20);
-  const n2 = attach({ node: 2, namespace: ns });
-  tt.teardown(() => n2.detach());
-  const me = n2.bind(DC, 40);
-  const calls = [0, 1].map((i) => me.call(20, `q${i}`).then(() => 'resolved', (e: unknown) => e));
-  for (let i = 1; i <= 2; i++) tt.same(await within(srv3.json(), 10000, 'the server got a call'), { held: i }, `the server on node 3 holds call ${i}`);
-  const survivors = agents.filter((a) => a.node !== 3 && a.node !== 5);
-  const beforeKill = await Promise.all(survivors.map(nodesOf));
-  const tKill = Date.now();
-  byId(3).child.kill('SIGKILL');
-  const callsDone = Promise.all(calls).then((x) => ({ x, ms: Date.now() - tKill }));
-  const dead = await waitViews(survivors, (x) => stateOf(x, 3) === 'dead', DEAD_BOUND_MS, `node 3 dead within ${DEAD_BOUND_MS} ms (lease TTL 2 s)`);
-  tt.pass(`every survivor shows node 3 'dead' ${Date.now() - tKill} ms after kill -9`);
-  tt.ok(dead.every((x, i) => x.view > beforeKill[i].view), 'in a new view on every survivor');
-  tt.ok(dead.every((x) => x.members.find((m) => m.node === 3)?.endpoints === 0), "node 3's endpoints left every directory");
-  const ps4 = await byId(4).request<{ endpoints: { dc: number; ep: number; where: string }[] }>('ps');
-  tt.notOk(ps4.endpoints.some((e) => e.where === 'remote' && e.ep === 20), 'and node 4 no longer has a proxy for it');
-  const done = await within(callsDone, DEAD_BOUND_MS, 'the waiting calls to fail');
-  tt.same(done.x.map(codeOf), ['EDVSNOTCONN', 'EDVSNOTCONN'], `the calls waiting on node 3 failed with EDVSNOTCONN after ${done.ms} ms`);
-  tt.equal((await byId(3).child.exit(10000)).signal, 'SIGKILL', 'agent 3 died of SIGKILL');
-  n2.detach();
-  srv3.kill('SIGKILL');
-  await srv3.exit(10000);
-
-  // ---- restart node 3 (same id, same port): it rejoins with a new incarnation
-  const oldInc = inc0.get(3)!;
-  const beforeRejoin = await Promise.all(survivors.map(nodesOf));
-  const a3 = await new AgentProc(tt, byId(3).opts).start();
-  const back = await waitViews(
-    [...survivors, a3],
-    (x) => [1, 2, 3, 4].every((n) => stateOf(x, n) === 'alive') && (x.members.find((m) => m.node === 3)?.incarnation ?? 0) > oldInc,
-    10000,
-    'node 3 alive again',
-  );
-  const newInc = back[0].members.find((m) => m.node === 3)!.incarnation;
-  tt.ok(back.every((x) => x.members.find((m) => m.node === 3)!.incarnation === newInc), `node 3 is alive everywhere with a new incarnation (${oldInc} → ${newInc})`);
-  tt.ok(back.slice(0, survivors.length).every((x, i) => x.view > beforeRejoin[i].view), 'in a new view on every survivor');
-  tt.equal(stateOf(back[back.length - 1], 5), 'left', 'the restarted node learns from etcd that node 5 left');
-  // The mesh works with the new incarnation.
-  const srv3b = spawnFixture(tt, 'server', [ns, 3, DC, 21, 'echo']);
-  await ready(srv3b);
-  await waitRemote(byId(1), DC, 21);
-  const n1 = attach({ node: 1, namespace: ns });
-  tt.teardown(() => n1.detach());
-  const ep1 = n1.bind(DC, 41);
-  const r3 = await ep1.call(21, Uint8Array.from([1]), { timeoutMs: 10000 });
-  tt.same([...r3.payload], [2], 'node 1 calls a server on the restarted node 3');
-  r3.release();
-  await quit(ep1, 21, srv3b);
-  n1.detach();
-
-  for (const a of [...survivors, a3]) tt.notMatch(a.child.stderr, CRASH, `agent ${a.node}: no crash in its log`);
-  await Promise.all([...survivors, a3].map((a) => a.stop()));
-});
 
 t.test('etcd stopped and restarted mid-test: traffic goes on, agents log and retry, then resync', { skip }, async (tt) => {
   const etcd = await startEtcd(tt);

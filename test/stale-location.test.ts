@@ -6,6 +6,10 @@
 //    on to node 3 and the answers back, so the caller sees nothing;
 //  - when node 2 loses node 3 (a simulated partition) while it holds such
 //    calls, the caller gets EDVSNOTCONN, and traffic resumes after the heal;
+//  - when the directory removes a remote endpoint while its node is up, the
+//    proxy retires after a grace period: an answer already on its way still
+//    reaches the caller (the directory, e.g. etcd, does not travel with the
+//    data); a call nobody answers then fails with EDVSDSTDIED;
 //  - endpoint names and DC bitmaps: a name is unique per DC on a node, a bind
 //    or a send in a DC the node is not part of fails with EDVSNODCNODE, also
 //    for a message arriving from another node.
@@ -129,6 +133,53 @@ t.test('a stale location is corrected by the node it reached, invisibly to the c
   n1.detach();
   n3.detach();
   for (const a of [a1, a2, a3]) await a.stop();
+  await sleep(50);
+  tt.same(shmFiles(ns), [], 'no segment left');
+});
+
+t.test('a proxy the directory removed retires after a grace period: answers on their way still arrive', async (tt) => {
+  const ns = uniqueNs('retire');
+  const [a1, a2] = await cluster(tt, ns, 2);
+  const n1 = attach({ node: 1, namespace: ns });
+  const n2 = attach({ node: 2, namespace: ns });
+  tt.teardown(() => {
+    n1.detach();
+    n2.detach();
+  });
+  const server = n2.bind(DC, 70);
+  await until('node 1 to learn endpoint 70', () => a1.ps().some((e) => e.ep === 70 && e.where === 'remote'));
+  const gen = engineOf(a2).endpoints().find((e) => e.ep === 70)!.gen;
+  const client = n1.bind(DC, 71);
+
+  // A call the server holds; meanwhile node 1's directory says the endpoint is gone; then the server answers.
+  const answered = client.call(70, Uint8Array.from([5]), { timeoutMs: 10000 });
+  const m = await server.receive({ timeoutMs: 5000 });
+  engineOf(a1).setRemote(2, new Uint32Array(0));
+  await sleep(50);
+  tt.ok(a1.ps().some((e) => e.ep === 70), 'the proxy is still there during the grace period');
+  m.reply(Uint8Array.from([6]));
+  m.release();
+  const r = await within(answered, 10000, 'the held call');
+  tt.equal(r.payload[0], 6, 'the answer sent after the directory removal reaches the caller');
+  r.release();
+  await until('the proxy to retire', () => !a1.ps().some((e) => e.ep === 70), 5000);
+  tt.pass('then the proxy retires');
+
+  // Again, but nobody answers: the caller gets EDVSDSTDIED when the proxy retires.
+  engineOf(a1).setRemote(2, Uint32Array.from([DC, 70, gen, process.pid]));
+  await until('node 1 to have the proxy again', () => a1.ps().some((e) => e.ep === 70));
+  const unanswered = client.call(70, Uint8Array.from([1]), { timeoutMs: 10000 });
+  const held = await server.receive({ timeoutMs: 5000 });
+  engineOf(a1).setRemote(2, new Uint32Array(0));
+  tt.equal(await codeOf(unanswered, 10000), 'EDVSDSTDIED', 'a call nobody answers fails with EDVSDSTDIED once the proxy retires');
+  held.release();
+
+  server.close();
+  client.close();
+  n1.detach();
+  n2.detach();
+  await a1.stop();
+  await a2.stop();
   await sleep(50);
   tt.same(shmFiles(ns), [], 'no segment left');
 });

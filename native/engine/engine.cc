@@ -23,6 +23,9 @@ namespace {
 
 constexpr uint64_t kMaxSleepNs = 10000000ULL;  // re-check the endpoint table at least this often
 constexpr uint64_t kStatsEveryNs = 50000000ULL;
+// How long a proxy the directory removed stays while its node's link is up
+// (answers may still be on the way): see Engine::retiring_.
+constexpr uint64_t kRetireGraceNs = 250000000ULL;
 
 inline uint64_t proxy_key(uint32_t dc, int32_t ep) { return uint64_t(dc) << 32 | uint32_t(ep); }
 
@@ -310,22 +313,19 @@ void Engine::set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps) {
   Arena &a = *node_->arena;
   std::unordered_map<uint64_t, const RemoteEndpoint *> want;
   for (const RemoteEndpoint &r : eps) want[proxy_key(r.dc, r.ep)] = &r;
-  for (auto it = proxies_.begin(); it != proxies_.end();) {
-    if (it->second.peer == peer && !want.count(it->first)) {
-      // The endpoint is gone from that node: what was forwarded to it and
-      // still waits is answered now (before the proxy goes, so a caller that
-      // notices the unbind finds its answer already there).
-      uint32_t dc = it->second.e->dc;
-      int32_t ep = it->second.e->ep;
-      pending_.take_if([&](const Pending &p) { return p.peer == peer && p.dc == dc && p.dst == ep; },
-                       [&](const Pending &p) { answer_pending(p, ep, EDVSDSTDIED); });
-      ep_close(it->second.e);  // queued messages get EDVSDSTDIED
-      delete it->second.e;
-      it = proxies_.erase(it);
-    } else {
-      ++it;
+  auto pit = peers_.find(peer);
+  bool link_up = pit != peers_.end() && pit->second;
+  std::vector<uint64_t> gone;
+  for (auto &[key, px] : proxies_) {
+    if (px.peer != peer || want.count(key)) continue;
+    if (!link_up) {
+      gone.push_back(key);
+    } else if (!px.retire_at) {
+      px.retire_at = now_ns() + kRetireGraceNs;
+      retiring_++;
     }
   }
+  for (uint64_t key : gone) remove_proxy(key);
   for (auto &[key, r] : want) {
     auto it = proxies_.find(key);
     if (it != proxies_.end()) {
@@ -336,6 +336,10 @@ void Engine::set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps) {
       s->remote_node.store(peer, std::memory_order_release);
       it->second.peer = peer;
       it->second.pid = r->pid;
+      if (it->second.retire_at) {  // announced again (or elsewhere): not retiring any more
+        it->second.retire_at = 0;
+        retiring_--;
+      }
       continue;
     }
     dvs_endpoint *e = nullptr;
@@ -350,6 +354,36 @@ void Engine::set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps) {
     proxies_[key] = {e, peer, r->pid};
   }
   rebuild_owned();
+}
+
+// The endpoint is gone from that node: what was forwarded to it and still
+// waits is answered now (before the proxy goes, so a caller that notices the
+// unbind finds its answer already there); queued messages get EDVSDSTDIED.
+void Engine::remove_proxy(uint64_t key) {
+  auto it = proxies_.find(key);
+  if (it == proxies_.end()) return;
+  uint32_t peer = it->second.peer;
+  uint32_t dc = it->second.e->dc;
+  int32_t ep = it->second.e->ep;
+  if (it->second.retire_at) retiring_--;
+  pending_.take_if([&](const Pending &p) { return p.peer == peer && p.dc == dc && p.dst == ep; },
+                   [&](const Pending &p) { answer_pending(p, ep, EDVSDSTDIED); });
+  ep_close(it->second.e);
+  delete it->second.e;
+  proxies_.erase(it);
+}
+
+void Engine::retire_proxies(uint64_t now, uint64_t *next_ns) {
+  std::vector<uint64_t> due;
+  uint64_t next = UINT64_MAX;
+  for (auto &[key, px] : proxies_) {
+    if (!px.retire_at) continue;
+    if (px.retire_at <= now) due.push_back(key);
+    else next = std::min(next, px.retire_at - now);
+  }
+  for (uint64_t key : due) remove_proxy(key);
+  if (!due.empty()) rebuild_owned();
+  if (next != UINT64_MAX) *next_ns = std::min(*next_ns, next);
 }
 
 void Engine::rebuild_owned() {
@@ -771,6 +805,7 @@ bool Engine::duty_cycle(uint64_t *next_ns) {
   flush_acks();
   uint64_t now = now_ns();
   *next_ns = std::min(net_->tick(now), kMaxSleepNs);
+  if (retiring_) retire_proxies(now, next_ns);
   for (auto &[peer, q] : backlog_)
     if (!q.empty()) flush_backlog(peer);
   net_->flush();

@@ -119,6 +119,7 @@ class Engine : public net::Handler {
     dvs_endpoint *e;
     uint32_t peer;
     uint32_t pid;
+    uint64_t retire_at = 0;  // 0 = live; else removed at this time (see retiring_)
   };
   struct Parked {  // an inbound message waiting for space in a local mailbox
     uint32_t peer;
@@ -194,7 +195,16 @@ class Engine : public net::Handler {
   std::unordered_map<uint32_t, bool> peers_;             // member -> link up
   std::vector<std::pair<dvs_endpoint *, uint32_t>> owned_;  // slots we consume, with their peer
   std::unordered_map<uint32_t, std::deque<std::vector<uint8_t>>> backlog_;  // peer -> frames submit() refused
-  std::unordered_map<uint32_t, std::deque<Parked>> parked_;                 // local slot -> waiting deliveries
+  std::unordered_map<uint32_t, std::deque<Parked>> parked_;
+  // Proxies the directory removed while the link to their node was up stay
+  // bound for a grace period (Proxy::retire_at): that node may still be
+  // sending answers to calls made through them (the directory does not travel
+  // with the data, e.g. with etcd), and their callers keep waiting for those
+  // instead of giving up with EDVSDSTDIED. New messages through a retiring
+  // proxy are answered by the remote node itself (EDVSNOTBIND/EDVSDSTDIED).
+  uint32_t retiring_ = 0;
+  void retire_proxies(uint64_t now, uint64_t *next_ns);
+  void remove_proxy(uint64_t key);                 // local slot -> waiting deliveries
   uint64_t parked_bytes_ = 0;
   PendingTable pending_;
   uint32_t bind_seq_ = 0;
