@@ -157,21 +157,21 @@ t.test('a killed process holding blocks: the next attach returns them', (tt) => 
 // ring's tail (native/core/mailbox.h ring_claim). The reaper turns the claim
 // into a published skip record (reaper.cc, step 3); the mailbox must stay
 // usable afterwards. The state is written into the arena directly, at the
-// offsets of native/core/layout.h (layout version 5).
+// offsets of native/core/layout.h (layout version 6; static_asserts there pin them).
 t.test('a producer killed between claiming a cell and advancing the tail does not wedge the mailbox', async (tt) => {
   const node = setup(tt);
   const sink = node.bind(DC, 30);
   const dv = new DataView(node._ab);
   const u64 = (o: number) => Number(dv.getBigUint64(o, true));
-  if (dv.getBigUint64(0, true) !== 0x314e524153564431n || dv.getUint32(8, true) !== 5) {
-    tt.fail('the arena layout is not version 5: update the offsets in this test');
+  if (dv.getBigUint64(0, true) !== 0x314e524153564431n || dv.getUint32(8, true) !== 6) {
+    tt.fail('the arena layout is not version 6: update the offsets in this test');
     return;
   }
   // ArenaHeader: cfg.max_endpoints @36, cfg.inbox_cells @40, off_endpoints @112,
-  // off_rings @128, ring_stride @152. EndpointSlot (832 bytes): state @0, dc @8,
-  // ep @12, inbox_tail @192. Cell (64 bytes): word @0 = seq - index (low 32), claimer (high 32).
+  // off_rings @128, ring_stride @152. EndpointSlot (896 bytes): state @0, dc @8,
+  // ep @12, inbox_tail @256. Cell (64 bytes): word @0 = seq - index (low 32), claimer (high 32).
   const maxEp = dv.getUint32(36, true), cells = dv.getUint32(40, true);
-  const offEp = u64(112), offRings = u64(128), stride = u64(152), EP_SIZE = 832;
+  const offEp = u64(112), offRings = u64(128), stride = u64(152), EP_SIZE = 896;
   let slot = -1;
   for (let i = 0; i < maxEp && slot < 0; i++) {
     const b = offEp + i * EP_SIZE;
@@ -187,7 +187,7 @@ t.test('a producer killed between claiming a cell and advancing the tail does no
   await victim.exit();
 
   // Its claim: the cell at the tail, claimed by it, the tail not advanced.
-  const tail = dv.getUint32(offEp + slot * EP_SIZE + 192, true);
+  const tail = dv.getUint32(offEp + slot * EP_SIZE + 256, true);
   const idx = tail & (cells - 1);
   const cell = offRings + stride * slot + idx * 64;
   tt.equal(dv.getUint32(cell, true), 0, 'the cell at the tail is free (seq == tail)');

@@ -208,6 +208,10 @@ inline bool dc_usable(const ArenaHeader *h, uint32_t dc) {
   return (h->dc_member[dc >> 6].load(std::memory_order_relaxed) & bit) != 0;
 }
 
+// Pinned for white-box tests (test/crash.test.ts) and docs/DESIGN.md.
+static_assert(sizeof(EndpointSlot) == 896, "endpoint slot size (layout 6)");
+static_assert(offsetof(EndpointSlot, inbox_tail) == 256, "inbox tail offset (layout 6)");
+
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "lock-free 64-bit atomics required");
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "lock-free 32-bit atomics required");
 
