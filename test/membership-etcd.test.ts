@@ -23,7 +23,7 @@ import type { DcInfo } from '../lib/dc/dc-table.js';
 import type { DirectoryEntry } from '../lib/directory/directory.js';
 import type { View } from '../lib/membership/membership.js';
 import { createEtcdRegistry, type EtcdRegistry } from '../lib/registry/etcd/index.js';
-import { ready, sleep, spawnFixture, uniqueNs, within, type Child } from './helpers.js';
+import { ready, shmFiles, sleep, spawnFixture, uniqueNs, within, type Child } from './helpers.js';
 import { AgentProc, freeUdpPorts, runCli, waitRemote } from './cluster-helpers.js';
 import { EtcdServer, etcdMissing, freeTcpPort, startEtcd } from './etcd-helpers.js';
 
@@ -179,7 +179,9 @@ t.test('etcd unreachable when the agent starts: it runs, logs, retries, register
   await waitViews([a1, a2], (x) => stateOf(x, 1) === 'alive' && stateOf(x, 2) === 'alive', 15000, 'both alive on both');
   tt.pass('once etcd is up, agent 1 registers and both see each other');
   tt.notMatch(a1.child.stderr, CRASH, 'no crash in its log');
-  await Promise.all([a1.stop(), a2.stop()]);
+  const exits = await Promise.all([a1.stop(), a2.stop()]);
+  tt.same(exits, [{ code: 0, signal: null }, { code: 0, signal: null }], `both agents exit 0 on SIGTERM (stderr 2: ${a2.child.stderr.slice(-500)})`);
+  tt.same(shmFiles(ns), [], 'no segment left');
 });
 
 t.test('--registry is validated', async (tt) => {

@@ -44,18 +44,23 @@ export function configFromFlags(f: Flags): AgentConfig {
 }
 
 export async function agent(f: Flags): Promise<number> {
+  // Signals are handled from the start: a SIGTERM that arrives while the
+  // agent is still starting (its control socket answers before the registry
+  // has connected) stops it cleanly once started, instead of killing the
+  // process with its arena left behind.
+  let signalled!: () => void;
+  const stopRequested = new Promise<void>((resolve) => (signalled = resolve));
+  const onSignal = (): void => {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    signalled();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   const a = await Agent.start(configFromFlags(f));
-  await new Promise<void>((resolve) => {
-    const keep = setInterval(() => {}, 1 << 30);  // the loop stays alive until a signal
-    const stop = (): void => {
-      clearInterval(keep);
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      resolve();
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  const keep = setInterval(() => {}, 1 << 30);  // the loop stays alive until a signal
+  await stopRequested;
+  clearInterval(keep);
   await a.stop();
   return 0;
 }
