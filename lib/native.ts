@@ -103,6 +103,8 @@ export interface NativeEngine {
    * DC d is usable on this node iff d is not defined, or this node is a member.
    */
   setDcs(defined: Uint32Array, member: Uint32Array): void;
+  /** Migration START/COMMIT: senders into (dc, ep) on this node wait while `on` (EDVSNOTBIND if nothing is bound there). */
+  setMigrating(dc: number, ep: number, on: boolean): void;
   /** Fault injection: drop every datagram to and from these peers (a partition); empty heals. */
   setPartition(nodes: Uint32Array): void;
   /** JSON (engine.cc refresh_stats). */

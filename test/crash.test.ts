@@ -157,14 +157,14 @@ t.test('a killed process holding blocks: the next attach returns them', (tt) => 
 // ring's tail (native/core/mailbox.h ring_claim). The reaper turns the claim
 // into a published skip record (reaper.cc, step 3); the mailbox must stay
 // usable afterwards. The state is written into the arena directly, at the
-// offsets of native/core/layout.h (layout version 6; static_asserts there pin them).
+// offsets of native/core/layout.h (layout version 7; static_asserts there pin them).
 t.test('a producer killed between claiming a cell and advancing the tail does not wedge the mailbox', async (tt) => {
   const node = setup(tt);
   const sink = node.bind(DC, 30);
   const dv = new DataView(node._ab);
   const u64 = (o: number) => Number(dv.getBigUint64(o, true));
-  if (dv.getBigUint64(0, true) !== 0x314e524153564431n || dv.getUint32(8, true) !== 6) {
-    tt.fail('the arena layout is not version 6: update the offsets in this test');
+  if (dv.getBigUint64(0, true) !== 0x314e524153564431n || dv.getUint32(8, true) !== 7) {
+    tt.fail('the arena layout is not version 7: update the offsets in this test');
     return;
   }
   // ArenaHeader: cfg.max_endpoints @36, cfg.inbox_cells @40, off_endpoints @112,

@@ -51,6 +51,7 @@ Napi::Function NativeEngine::Init(Napi::Env env) {
                       InstanceMethod<&NativeEngine::SetFault>("setFault"),
                       InstanceMethod<&NativeEngine::SetPartition>("setPartition"),
                       InstanceMethod<&NativeEngine::SetDcs>("setDcs"),
+                      InstanceMethod<&NativeEngine::SetMigrating>("setMigrating"),
                       InstanceMethod<&NativeEngine::Stats>("stats"),
                       InstanceMethod<&NativeEngine::Endpoints>("endpoints"),
                       InstanceMethod<&NativeEngine::Reap>("reap"),
@@ -305,6 +306,24 @@ Napi::Value NativeEngine::SetDcs(const Napi::CallbackInfo &info) {
     h->dc_defined[w].store(defined[w], std::memory_order_release);
     h->dc_member[w].store(member[w], std::memory_order_release);
   }
+  return env.Undefined();
+}
+
+// setMigrating(dc, ep, on): senders into (dc, ep) on this node wait while on.
+Napi::Value NativeEngine::SetMigrating(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!check_open(env)) return env.Undefined();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsBoolean()) {
+    throw_inval(env, "setMigrating(dc, ep, on)");
+    return env.Undefined();
+  }
+  double dc = info[0].As<Napi::Number>().DoubleValue(), ep = info[1].As<Napi::Number>().DoubleValue();
+  if (!(dc >= 0 && dc <= DVS_MAX_DC && ep >= 0 && ep <= DVS_MAX_EP) || dc != double(int64_t(dc)) || ep != double(int64_t(ep))) {
+    throw_inval(env, "setMigrating: dc or endpoint out of range");
+    return env.Undefined();
+  }
+  int r = dvs::ep_set_migrating(engine_->node(), uint32_t(dc), int32_t(ep), info[2].As<Napi::Boolean>().Value());
+  if (r) throw_dvs(env, r, "setMigrating: (dc " + std::to_string(int64_t(dc)) + ", ep " + std::to_string(int64_t(ep)) + ") is not bound on this node");
   return env.Undefined();
 }
 

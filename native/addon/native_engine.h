@@ -26,6 +26,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   Napi::Value SetFault(const Napi::CallbackInfo &info);
   Napi::Value SetPartition(const Napi::CallbackInfo &info);
   Napi::Value SetDcs(const Napi::CallbackInfo &info);
+  Napi::Value SetMigrating(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value Endpoints(const Napi::CallbackInfo &info);
   Napi::Value Reap(const Napi::CallbackInfo &info);

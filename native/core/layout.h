@@ -1,4 +1,4 @@
-// layout.h — the shared-memory arena layout (version 6). Every structure here
+// layout.h — the shared-memory arena layout (version 7). Every structure here
 // lives in the segment and is shared by all processes attached to the node,
 // so: fixed-size types only, no pointers (offsets instead), cache-line
 // alignment where producers and consumers would otherwise share a line.
@@ -12,7 +12,7 @@
 namespace dvs {
 
 constexpr uint64_t kMagic = 0x314e524153564431ULL;  // "1DVSARN1"
-constexpr uint32_t kLayoutVersion = 6;
+constexpr uint32_t kLayoutVersion = 7;
 // Each payload block is preceded by one cache line holding its owner word, so
 // that a producer and a consumer touch one line per block, not two.
 constexpr uint32_t kBlockHeader = 64;
@@ -117,6 +117,9 @@ struct alignas(kLine) EndpointSlot {
   std::atomic<uint32_t> remote_node;  // kEpRemote/kEpPeer: the node it stands for
   std::atomic<uint32_t> remote_gen;   // kEpRemote: the endpoint's incarnation on that node
   char name[kNameBytes];              // kEpLocal: the name given at bind ("" = none), for the directory
+  // Set while the endpoint is being migrated: senders into this slot wait as
+  // for a full inbox (never fail); the engine's own deliveries ignore it.
+  std::atomic<uint32_t> migrating;
   // --- owner side (written by the owning process only) ---
   alignas(kLine) std::atomic<uint32_t> inbox_head;
   std::atomic<uint32_t> reply_head;
@@ -209,8 +212,8 @@ inline bool dc_usable(const ArenaHeader *h, uint32_t dc) {
 }
 
 // Pinned for white-box tests (test/crash.test.ts) and docs/DESIGN.md.
-static_assert(sizeof(EndpointSlot) == 896, "endpoint slot size (layout 6)");
-static_assert(offsetof(EndpointSlot, inbox_tail) == 256, "inbox tail offset (layout 6)");
+static_assert(sizeof(EndpointSlot) == 896, "endpoint slot size (layout 7)");
+static_assert(offsetof(EndpointSlot, inbox_tail) == 256, "inbox tail offset (layout 7)");
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "lock-free 64-bit atomics required");
 static_assert(std::atomic<uint32_t>::is_always_lock_free, "lock-free 32-bit atomics required");

@@ -19,6 +19,12 @@ constexpr uint32_t kSpinMin = 1000, kSpinMax = 200000;
 inline uint64_t my_alloc_owner(const dvs_node *n) { return own_proc(kOwnAlloc, n->proc, n->proc_gen); }
 inline uint64_t my_recv_owner(const dvs_node *n) { return own_proc(kOwnRecv, n->proc, n->proc_gen); }
 
+// A sender into `slot` must wait: its inbox is full, or the endpoint is being
+// migrated (START: held on the sender's side, never failed).
+inline bool inbox_blocked(const Arena &a, uint32_t slot) {
+  return a.endpoint(slot)->migrating.load(std::memory_order_acquire) || ring_full(ring_ref(a, slot, kInbox));
+}
+
 // (dc, dst) -> bound slot and its incarnation, through a per-endpoint cache.
 inline int resolve(dvs_endpoint *me, int32_t dst, uint32_t *slot, uint32_t *gen) {
   return lookup_bound(*me->node->arena, me->cache[uint32_t(dst) & 63], me->dc, dst, slot, gen);
@@ -121,7 +127,9 @@ int send_kind(dvs_endpoint *me, int32_t dst, uint32_t kind, const void *data, ui
     }
     flags = kCellAck;
   }
-  if (ring_full(ring_ref(a, slot, kInbox))) {
+  // Notifications are not held by a migration (they coalesce, carry no order,
+  // and notify() never blocks): only a full ring stops them.
+  if (kind == kKindNotify ? ring_full(ring_ref(a, slot, kInbox)) : inbox_blocked(a, slot)) {
     *why = kWaitInbox;
     return EDVSAGAIN;
   }
@@ -496,7 +504,7 @@ int arm_space(dvs_endpoint *me, int32_t dst, int why) {
     if (r) return r;
     bells = a.endpoint(slot)->space_bells;
     bells[n->proc / 64].fetch_or(1ULL << (n->proc % 64), std::memory_order_seq_cst);
-    return ring_full(ring_ref(a, slot, kInbox)) ? 0 : 1;
+    return inbox_blocked(a, slot) ? 0 : 1;
   } else {
     return 1;
   }
@@ -598,19 +606,19 @@ int wait_space(dvs_endpoint *me, int32_t dst, int why, uint64_t deadline) {
   }
   if (dvs_driver *drv = n->driver) {  // the engine frees proxy space and blocks: drive it
     drv->poll(drv->arg);
-    if (why == kWaitInbox ? ring_full(ring_ref(a, slot, kInbox)) : true) drv->wait(drv->arg, kDriveSliceNs);
+    if (why == kWaitInbox ? inbox_blocked(a, slot) : true) drv->wait(drv->arg, kDriveSliceNs);
     drv->poll(drv->arg);
     return deadline && now_ns() >= deadline ? EDVSTIMEDOUT : 0;
   }
   // Short spin first: a busy consumer frees space within microseconds.
   uint64_t until = now_ns() + 20000;
   while (now_ns() < until) {
-    if (why == kWaitInbox ? !ring_full(ring_ref(a, slot, kInbox)) : false) return 0;
+    if (why == kWaitInbox ? !inbox_blocked(a, slot) : false) return 0;
     for (int i = 0; i < 64; i++) cpu_relax();
   }
   uint32_t v = seq->load(std::memory_order_acquire);
   sleepers->fetch_add(1, std::memory_order_seq_cst);
-  bool ready = why == kWaitInbox && !ring_full(ring_ref(a, slot, kInbox));
+  bool ready = why == kWaitInbox && !inbox_blocked(a, slot);
   int r = 0;
   if (!ready) {
     uint64_t now = now_ns();

@@ -250,6 +250,7 @@ int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t rem
   e->kind = kind;
   e->remote_node.store(remote_node, std::memory_order_relaxed);
   e->remote_gen.store(remote_gen, std::memory_order_relaxed);
+  e->migrating.store(0, std::memory_order_relaxed);
   memset(e->name, 0, kNameBytes);
   if (name) memcpy(e->name, name, strnlen(name, kNameBytes - 1));
   uint32_t gen = e->gen.fetch_add(1, std::memory_order_acq_rel) + 1;
@@ -352,6 +353,18 @@ void wake_space(dvs_node *n, std::atomic<uint32_t> *seq, std::atomic<uint32_t> *
 
 void inbox_space_freed(dvs_node *n, EndpointSlot *e) {
   wake_space(n, &e->space_seq, &e->space_sleepers, e->space_bells);
+}
+
+int ep_set_migrating(dvs_node *n, uint32_t dc, int32_t ep, bool on) {
+  if (dc > DVS_MAX_DC || ep < 0 || ep > DVS_MAX_EP) return EDVSINVAL;
+  Arena &a = *n->arena;
+  uint32_t s = ep_lookup(a, dc, ep);
+  if (s == kNone) return EDVSNOTBIND;
+  EndpointSlot *e = a.endpoint(s);
+  if (e->state.load(std::memory_order_acquire) != kEpBound) return EDVSNOTBIND;
+  e->migrating.store(on ? 1 : 0, std::memory_order_seq_cst);
+  if (!on) inbox_space_freed(n, e);  // held senders go now
+  return 0;
 }
 
 void arena_space_freed(dvs_node *n) {

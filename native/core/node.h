@@ -185,6 +185,9 @@ void ring_agent(dvs_node *n);
 void wake_consumer(dvs_node *n, EndpointSlot *e);
 // Wakes producers waiting for inbox space / free blocks.
 void inbox_space_freed(dvs_node *n, EndpointSlot *e);
+// Marks (dc, ep)'s slot on this node as migrating (senders wait) or clears it
+// (they go on). EDVSNOTBIND when nothing is bound there.
+int ep_set_migrating(dvs_node *n, uint32_t dc, int32_t ep, bool on);
 void arena_space_freed(dvs_node *n);
 // Lock helpers that repair after a dead lock owner.
 void lock_arena(dvs_node *n);
