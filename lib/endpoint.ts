@@ -2,7 +2,7 @@
 // asynchronous waiting wired into the event loop (doorbell + libuv) and
 // synchronous spin variants for latency-critical loops.
 import { DvsError, codes } from './errors.js';
-import { Message } from './message.js';
+import { Message, type ReplyTarget } from './message.js';
 import { Desc, Kind, layout } from './native.js';
 import type { Node } from './node.js';
 import {
@@ -15,6 +15,9 @@ import {
   checkTimeout,
   type Address,
   type Payload,
+  checkDc,
+  checkEp,
+  checkNode,
 } from './validate.js';
 
 const EAGAIN = codes.EDVSAGAIN;
@@ -354,6 +357,30 @@ export class Endpoint implements AsyncIterable<Message> {
   // ---------------------------------------------------------------- internals
 
   /** @internal Called by Message.reply(). */
+  /**
+   * Answers a call by its reply target (`message.replyTarget`), e.g. a call
+   * received by another process serving this endpoint before it migrated
+   * here. EDVSPROCSTS if that caller no longer waits for it.
+   */
+  replyTo(target: ReplyTarget, payload?: Payload): void {
+    if (target === null || typeof target !== 'object') throw new DvsError('EDVSINVAL', 'replyTo needs a reply target ({ dc, ep, gen, node, callId })');
+    const { dc, ep, gen, node, callId } = target;
+    if (checkDc(dc) !== this.dc) throw new DvsError('EDVSBADDCID', `the call is for DC ${dc}; this endpoint is in DC ${this.dc}`);
+    checkEp(ep);
+    checkNode(node);
+    for (const [k, v] of [['gen', gen], ['callId', callId]] as const)
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new DvsError('EDVSINVAL', `reply target ${k} must be a u32, got ${String(v)}`);
+    const p = checkPayload(payload);
+    this.checkOpen();
+    const args = this.args(p);
+    const r = this.node._native.reply(this._h, this.dc, ep, gen, callId, args[0], args[1], args[2], node);
+    if (r !== 0) {
+      this.failed(args);
+      throw this.err(r, r === codes.EDVSPROCSTS ? `endpoint ${ep} is no longer waiting for this reply` : undefined);
+    }
+    this.sent(args);
+  }
+
   _reply(m: Message, payload: Payload): void {
     const p = checkPayload(payload);
     this.checkOpen();

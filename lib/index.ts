@@ -1,7 +1,7 @@
 // dvs — Distributed Virtualization System runtime for Node.js.
 export { attach, Node, type AttachOptions, AUTO_EP_BASE, AUTO_EP_PER_NODE } from './node.js';
 export { Endpoint, type ReceiveOptions, type SyncOptions, type TimeoutOptions } from './endpoint.js';
-export { Message, type MessageKind, type Reply } from './message.js';
+export { Message, type MessageKind, type Reply, type ReplyTarget } from './message.js';
 export { DvsError, codes, type DvsErrorCode } from './errors.js';
 export { ANY, MAX_PAYLOAD, MAX_DC, MAX_EP, type Address, type Payload } from './validate.js';
 export type { NativeStats as NodeStats } from './native.js';

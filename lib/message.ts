@@ -5,8 +5,23 @@ import type { Endpoint } from './endpoint.js';
 import { Kind } from './native.js';
 import type { Payload } from './validate.js';
 
-export type MessageKind = 'send' | 'call' | 'reply' | 'notify';
-const kindNames: MessageKind[] = ['send', 'send', 'call', 'reply', 'notify'];
+/**
+ * 'fence' is a migration marker (docs/DESIGN.md "Migration"): only an
+ * endpoint being migrated receives one; `srcNode` is the node that sent it
+ * and `bits` its token.
+ */
+export type MessageKind = 'send' | 'call' | 'reply' | 'notify' | 'fence';
+const kindNames: MessageKind[] = ['send', 'send', 'call', 'reply', 'notify', 'send', 'fence'];
+
+/** Where the reply to a call goes: enough to answer it later, from any process serving the same endpoint on any node. */
+export interface ReplyTarget {
+  readonly dc: number;
+  /** The caller's endpoint, its incarnation, its node. */
+  readonly ep: number;
+  readonly gen: number;
+  readonly node: number;
+  readonly callId: number;
+}
 const decoder = new TextDecoder();
 const EMPTY = new Uint8Array(0);
 
@@ -53,6 +68,12 @@ export class Message {
   /** The payload decoded as UTF-8. */
   text(): string {
     return decoder.decode(this.payload);
+  }
+
+  /** A call's reply target (for `endpoint.replyTo`, e.g. after the call was handed to another process); null for other kinds. */
+  get replyTarget(): ReplyTarget | null {
+    if (this._kind !== Kind.Call) return null;
+    return { dc: this._ep.dc, ep: this.src, gen: this._srcGen, node: this.srcNode, callId: this._callId };
   }
 
   /** Whether this is a call still waiting for its reply. */

@@ -105,6 +105,14 @@ export interface NativeEngine {
   setDcs(defined: Uint32Array, member: Uint32Array): void;
   /** Migration START/COMMIT: senders into (dc, ep) on this node wait while `on` (EDVSNOTBIND if nothing is bound there). */
   setMigrating(dc: number, ep: number, on: boolean): void;
+  /** Migration: a FENCE marker behind everything in this node's proxy for (dc, ep) (EDVSNOTBIND: no proxy; EDVSAGAIN: proxy inbox full, retry). */
+  fence(dc: number, ep: number, token: number): void;
+  /** Migration COMMIT at the source: the local endpoint becomes a proxy to `node` (remote incarnation `gen`) in place. */
+  toProxy(dc: number, ep: number, node: number, gen: number): void;
+  /** Migration COMMIT at the destination: this node's proxy becomes a local endpoint of process `pid` in place. */
+  adopt(dc: number, ep: number, pid: number): void;
+  /** Migration: replies from `node` to these local calls [dc, callerEp, callerGen, callId, dstEp] × n are expected. */
+  expectReplies(node: number, calls: Uint32Array): void;
   /** Fault injection: drop every datagram to and from these peers (a partition); empty heals. */
   setPartition(nodes: Uint32Array): void;
   /** JSON (engine.cc refresh_stats). */
@@ -123,6 +131,7 @@ export interface NativeNode {
   scratch(): ArrayBuffer;
   info(): NativeInfo;
   bind(dc: number, ep: number, name?: string): number;
+  adopt(dc: number, ep: number): number;
   close(h: number): number;
   /** 0, an error code, or (the destination is on another node) the positive id of the pending acknowledgement. */
   send(h: number, dst: number, u8: Uint8Array | null, off: number, len: number): number;
@@ -204,6 +213,7 @@ export function openNative(opts: NativeAttachOptions, onWake: () => void): Nativ
     scratch: () => n.scratch(),
     info: () => n.info(),
     bind: (dc, ep, name) => n.bind(dc, ep, name),
+    adopt: (dc, ep) => n.adopt(dc, ep),
     close: (h) => n.close(h),
     release: (h, b) => n.release(h, b),
     notify: (h, d, b) => n.notify(h, d, b),
@@ -235,4 +245,4 @@ export const Desc = {
 } as const;
 
 /** Message kinds as the core numbers them. */
-export const Kind = { Send: 1, Call: 2, Reply: 3, Notify: 4 } as const;
+export const Kind = { Send: 1, Call: 2, Reply: 3, Notify: 4, Fence: 6 } as const;

@@ -126,6 +126,20 @@ export class Node {
    * first free one in this node's own range (AUTO_EP_BASE + node × AUTO_EP_PER_NODE
    * + k), so nodes never pick the same number. EDVSNOSPC when the range is full.
    */
+  /**
+   * Takes over endpoint (dc, ep) that the node's agent handed to this process
+   * (a migration's COMMIT on the destination node: the agent turned its proxy
+   * into a local endpoint owned by this process, same incarnation).
+   * EDVSNOTBIND if it was not handed to this process.
+   */
+  adopt(dc: number, ep: number): Endpoint {
+    this.checkAttached();
+    const d = checkDc(dc);
+    const e = checkEp(ep);
+    const h = check(this._native.adopt(d, e), binding.lastErrorDetail());
+    return this.opened(h, d, e);
+  }
+
   private bindAuto(dc: number, name?: string): Endpoint {
     const base = AUTO_EP_BASE + this.id * AUTO_EP_PER_NODE;
     for (let k = 0; k < AUTO_EP_PER_NODE; k++) {

@@ -52,6 +52,10 @@ Napi::Function NativeEngine::Init(Napi::Env env) {
                       InstanceMethod<&NativeEngine::SetPartition>("setPartition"),
                       InstanceMethod<&NativeEngine::SetDcs>("setDcs"),
                       InstanceMethod<&NativeEngine::SetMigrating>("setMigrating"),
+                      InstanceMethod<&NativeEngine::Fence>("fence"),
+                      InstanceMethod<&NativeEngine::ToProxy>("toProxy"),
+                      InstanceMethod<&NativeEngine::Adopt>("adopt"),
+                      InstanceMethod<&NativeEngine::ExpectReplies>("expectReplies"),
                       InstanceMethod<&NativeEngine::Stats>("stats"),
                       InstanceMethod<&NativeEngine::Endpoints>("endpoints"),
                       InstanceMethod<&NativeEngine::Reap>("reap"),
@@ -324,6 +328,83 @@ Napi::Value NativeEngine::SetMigrating(const Napi::CallbackInfo &info) {
   }
   int r = dvs::ep_set_migrating(engine_->node(), uint32_t(dc), int32_t(ep), info[2].As<Napi::Boolean>().Value());
   if (r) throw_dvs(env, r, "setMigrating: (dc " + std::to_string(int64_t(dc)) + ", ep " + std::to_string(int64_t(ep)) + ") is not bound on this node");
+  return env.Undefined();
+}
+
+namespace {
+// An integer argument in [lo, hi]; false (and an EDVSINVAL thrown) otherwise.
+bool int_in(const Napi::CallbackInfo &info, size_t i, double lo, double hi, const char *what, double *out) {
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    throw_inval(info.Env(), std::string(what) + " must be a number");
+    return false;
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= lo && v <= hi) || v != double(int64_t(v))) {
+    throw_inval(info.Env(), std::string(what) + " out of range");
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+void throw_if(Napi::Env env, int r, const std::string &what) {
+  if (r) throw_dvs(env, r, what + ": " + dvs_errname(r));
+}
+}  // namespace
+
+// fence(dc, ep, token): a FENCE marker behind everything in this node's proxy for (dc, ep).
+Napi::Value NativeEngine::Fence(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  double dc, ep, token;
+  if (!check_open(env) || !int_in(info, 0, 0, DVS_MAX_DC, "dc", &dc) || !int_in(info, 1, 0, DVS_MAX_EP, "ep", &ep) ||
+      !int_in(info, 2, 0, 4294967295.0, "token", &token))
+    return env.Undefined();
+  throw_if(env, engine_->fence(uint32_t(dc), int32_t(ep), uint32_t(token)), "fence");
+  return env.Undefined();
+}
+
+// toProxy(dc, ep, node, gen): the local endpoint becomes a proxy to `node` in place (migration COMMIT at the source).
+Napi::Value NativeEngine::ToProxy(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  double dc, ep, node, gen;
+  if (!check_open(env) || !int_in(info, 0, 0, DVS_MAX_DC, "dc", &dc) || !int_in(info, 1, 0, DVS_MAX_EP, "ep", &ep) ||
+      !int_in(info, 2, 0, 1023, "node", &node) || !int_in(info, 3, 0, 4294967295.0, "gen", &gen))
+    return env.Undefined();
+  throw_if(env, engine_->to_proxy(uint32_t(dc), int32_t(ep), uint32_t(node), uint32_t(gen)), "toProxy");
+  return env.Undefined();
+}
+
+// adopt(dc, ep, pid): this node's proxy becomes a local endpoint of process `pid` in place (COMMIT at the destination).
+Napi::Value NativeEngine::Adopt(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  double dc, ep, pid;
+  if (!check_open(env) || !int_in(info, 0, 0, DVS_MAX_DC, "dc", &dc) || !int_in(info, 1, 0, DVS_MAX_EP, "ep", &ep) ||
+      !int_in(info, 2, 1, 4194304, "pid", &pid))
+    return env.Undefined();
+  throw_if(env, engine_->adopt(uint32_t(dc), int32_t(ep), uint32_t(pid)), "adopt");
+  return env.Undefined();
+}
+
+// expectReplies(fromNode, Uint32Array [dc, callerEp, callerGen, callId, dstEp] * n)
+Napi::Value NativeEngine::ExpectReplies(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  double from;
+  if (!check_open(env) || !int_in(info, 0, 0, 1023, "node", &from)) return env.Undefined();
+  if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
+      info[1].As<Napi::Uint32Array>().ElementLength() % 5) {
+    throw_inval(env, "expectReplies(node, Uint32Array [dc, callerEp, callerGen, callId, dstEp] * n)");
+    return env.Undefined();
+  }
+  Napi::Uint32Array a = info[1].As<Napi::Uint32Array>();
+  std::vector<dvs::engine::Pending> calls;
+  for (size_t i = 0; i + 4 < a.ElementLength(); i += 5) {
+    if (a[i] > DVS_MAX_DC || a[i + 1] > DVS_MAX_EP || a[i + 4] > DVS_MAX_EP) {
+      throw_inval(env, "expectReplies: dc or endpoint out of range");
+      return env.Undefined();
+    }
+    calls.push_back({a[i], int32_t(a[i + 1]), a[i + 3], a[i + 2], 0, int32_t(a[i + 4]), 1});
+  }
+  throw_if(env, engine_->expect_replies(uint32_t(from), std::move(calls)), "expectReplies");
   return env.Undefined();
 }
 

@@ -27,6 +27,10 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   Napi::Value SetPartition(const Napi::CallbackInfo &info);
   Napi::Value SetDcs(const Napi::CallbackInfo &info);
   Napi::Value SetMigrating(const Napi::CallbackInfo &info);
+  Napi::Value Fence(const Napi::CallbackInfo &info);
+  Napi::Value ToProxy(const Napi::CallbackInfo &info);
+  Napi::Value Adopt(const Napi::CallbackInfo &info);
+  Napi::Value ExpectReplies(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value Endpoints(const Napi::CallbackInfo &info);
   Napi::Value Reap(const Napi::CallbackInfo &info);

@@ -81,6 +81,7 @@ Napi::Function NativeNode::Init(Napi::Env env) {
                          InstanceMethod<&NativeNode::Arena>("arena"),
                          InstanceMethod<&NativeNode::Scratch>("scratch"),
                          InstanceMethod<&NativeNode::Bind>("bind"),
+                         InstanceMethod<&NativeNode::Adopt>("adopt"),
                          InstanceMethod<&NativeNode::Close>("close"),
                          InstanceMethod<&NativeNode::Send>("send"),
                          InstanceMethod<&NativeNode::Call>("call"),
@@ -446,13 +447,31 @@ Napi::Value NativeNode::Bind(const Napi::CallbackInfo &info) {
   dvs_endpoint *e;
   int r = dvs::ep_bind(node_, uint32_t(dc), int32_t(ep), &e, name.empty() ? nullptr : name.c_str());
   if (r) return Napi::Number::New(env, r);
+  return Napi::Number::New(env, double(store_handle(e)));
+}
+
+size_t NativeNode::store_handle(dvs_endpoint *e) {
   for (size_t i = 0; i < eps_.size(); i++)
     if (!eps_[i]) {
       eps_[i] = e;
-      return Napi::Number::New(env, double(i));
+      return i;
     }
   eps_.push_back(e);
-  return Napi::Number::New(env, double(eps_.size() - 1));
+  return eps_.size() - 1;
+}
+
+// adopt(dc, ep): a handle on an endpoint the agent handed to this process (migration COMMIT).
+Napi::Value NativeNode::Adopt(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!node_) return Napi::Number::New(env, EDVSDVSINIT);
+  ARG_INT(dc, 0, INT32_MIN, INT32_MAX);
+  ARG_INT(ep, 1, INT32_MIN, INT32_MAX);
+  if (dc < 0 || dc > DVS_MAX_DC) return Napi::Number::New(env, EDVSBADDCID);
+  if (ep < 0 || ep > DVS_MAX_EP) return Napi::Number::New(env, EDVSENDPOINT);
+  dvs_endpoint *e;
+  int r = dvs::ep_open_owned(node_, uint32_t(dc), int32_t(ep), &e);
+  if (r) return Napi::Number::New(env, r);
+  return Napi::Number::New(env, double(store_handle(e)));
 }
 
 Napi::Value NativeNode::Close(const Napi::CallbackInfo &info) {

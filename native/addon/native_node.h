@@ -77,6 +77,8 @@ class NativeNode : public Napi::ObjectWrap<NativeNode> {
   Napi::Value Arena(const Napi::CallbackInfo &info);
   Napi::Value Scratch(const Napi::CallbackInfo &info);
   Napi::Value Bind(const Napi::CallbackInfo &info);
+  Napi::Value Adopt(const Napi::CallbackInfo &info);
+  size_t store_handle(dvs_endpoint *e);
   Napi::Value Close(const Napi::CallbackInfo &info);
   Napi::Value Release(const Napi::CallbackInfo &info);
   void release_batch(int n);

@@ -36,7 +36,7 @@ enum EpKind : uint32_t { kEpLocal = 0, kEpRemote = 1, kEpPeer = 2 };
 constexpr uint32_t kPeerDc = 0x80000000u;
 // Cell::flags
 constexpr uint32_t kCellAck = 1;  // a SEND to a remote endpoint: the sender waits for its outcome (a REPLY cell)
-enum CellKind : uint32_t { kKindSend = 1, kKindCall = 2, kKindReply = 3, kKindNotify = 4, kKindSkip = 5 };
+enum CellKind : uint32_t { kKindSend = 1, kKindCall = 2, kKindReply = 3, kKindNotify = 4, kKindSkip = 5, kKindFence = 6 };
 enum Ring : uint32_t { kInbox = 0, kReplies = 1 };
 
 // Wake word bits (EndpointSlot::wake). The upper bits count wake-ups.

@@ -162,6 +162,7 @@ void take_cell(dvs_endpoint *me, Cell *c, dvs_msg *m) {
   m->kind = c->kind == kKindCall ? DVS_MSG_CALL
             : c->kind == kKindReply ? DVS_MSG_REPLY
             : c->kind == kKindNotify ? DVS_MSG_NOTIFY
+            : c->kind == kKindFence  ? DVS_MSG_FENCE
                                       : DVS_MSG_SEND;
   m->src_dc = c->src_dc;
   m->src_ep = c->src_ep;
@@ -250,6 +251,7 @@ int try_receive(dvs_endpoint *me, int32_t src, dvs_msg *out, int max) {
   Arena &a = *me->node->arena;
   EndpointSlot *e = a.endpoint(me->slot);
   if (e->gen.load(std::memory_order_acquire) != me->gen) return got ? got : EDVSNOTBIND;
+  if (e->kind != kEpLocal || !owns(me->node, e)) return got ? got : EDVSNOTBIND;  // migrated away in place
   // Pending notifications are delivered before queued messages.
   if (got == 0 && e->notify_pending.load(std::memory_order_acquire) && e->notify_pending.exchange(0)) {
     bool more = false;

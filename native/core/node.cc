@@ -283,7 +283,8 @@ int ep_close(dvs_endpoint *me) {
   me->deferred.clear();
   lock_arena(n);
   EndpointSlot *e = a.endpoint(me->slot);
-  if (e->gen.load(std::memory_order_relaxed) == me->gen) unbind_locked(n, me->slot);
+  // Not ours any more (migrated away in place: the slot now belongs to the agent's engine): leave it.
+  if (e->gen.load(std::memory_order_relaxed) == me->gen && owns(n, e)) unbind_locked(n, me->slot);
   unlock_arena(n);
   arena_space_freed(n);
   return 0;
@@ -353,6 +354,84 @@ void wake_space(dvs_node *n, std::atomic<uint32_t> *seq, std::atomic<uint32_t> *
 
 void inbox_space_freed(dvs_node *n, EndpointSlot *e) {
   wake_space(n, &e->space_seq, &e->space_sleepers, e->space_bells);
+}
+
+int ep_take_over(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
+                 uint32_t owner_proc, dvs_endpoint **out) {
+  if (n->forked) return EDVSDVSINIT;
+  if (dc > DVS_MAX_DC || ep < 0 || ep > DVS_MAX_EP) return EDVSINVAL;
+  if (kind != kEpLocal && kind != kEpRemote) return EDVSINVAL;
+  Arena &a = *n->arena;
+  if (owner_proc != kNone && owner_proc >= a.hdr()->cfg.max_procs) return EDVSINVAL;
+  lock_arena(n);
+  uint32_t s = ep_lookup_locked(a, dc, ep);
+  EndpointSlot *e = s == kNone ? nullptr : a.endpoint(s);
+  int r = 0;
+  if (!e || e->state.load(std::memory_order_relaxed) != kEpBound) {
+    r = EDVSNOTBIND;
+  } else if (e->kind == kind || e->kind == kEpPeer) {
+    r = EDVSPROCSTS;  // a local endpoint becomes a proxy, a proxy a local endpoint: nothing else
+  } else {
+    uint32_t proc = owner_proc == kNone ? n->proc : owner_proc;
+    ProcSlot *p = a.proc(proc);
+    if (p->state.load(std::memory_order_relaxed) != kProcLive) {
+      r = EDVSSRCDIED;
+    } else {
+      e->owner_proc = proc;
+      e->owner_pid = p->pid;
+      e->owner_gen = p->gen;
+      e->kind = kind;
+      e->remote_node.store(kind == kEpRemote ? remote_node : 0, std::memory_order_relaxed);
+      e->remote_gen.store(kind == kEpRemote ? remote_gen : 0, std::memory_order_relaxed);
+      if (kind == kEpRemote) memset(e->name, 0, kNameBytes);
+      a.hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);
+      ring_agent(n);
+    }
+  }
+  unlock_arena(n);
+  if (r || !out) return r;
+  auto *me = new dvs_endpoint();
+  me->node = n;
+  me->slot = s;
+  me->gen = e->gen.load(std::memory_order_acquire);
+  me->dc = dc;
+  me->ep = ep;
+  me->open = true;
+  n->eps.push_back(me);
+  *out = me;
+  return 0;
+}
+
+int ep_open_owned(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out) {
+  if (n->forked) return EDVSDVSINIT;
+  if (dc > DVS_MAX_DC || ep < 0 || ep > DVS_MAX_EP) return EDVSINVAL;
+  Arena &a = *n->arena;
+  lock_arena(n);
+  uint32_t s = ep_lookup_locked(a, dc, ep);
+  EndpointSlot *e = s == kNone ? nullptr : a.endpoint(s);
+  bool ok = e && e->state.load(std::memory_order_relaxed) == kEpBound && e->kind == kEpLocal && owns(n, e);
+  for (dvs_endpoint *h : n->eps)
+    if (ok && h->slot == s && h->open) ok = false;  // already open in this process
+  uint32_t gen = ok ? e->gen.load(std::memory_order_relaxed) : 0;
+  unlock_arena(n);
+  if (!ok) return fail(EDVSNOTBIND, "endpoint " + std::to_string(ep) + " of DC " + std::to_string(dc) +
+                                        " has not been handed to this process");
+  auto *me = new dvs_endpoint();
+  me->node = n;
+  me->slot = s;
+  me->gen = gen;
+  me->dc = dc;
+  me->ep = ep;
+  me->open = true;
+  n->eps.push_back(me);
+  *out = me;
+  return 0;
+}
+
+void ep_forget(dvs_endpoint *me) {
+  dvs_node *n = me->node;
+  n->eps.erase(std::remove(n->eps.begin(), n->eps.end(), me), n->eps.end());
+  me->open = false;
 }
 
 int ep_set_migrating(dvs_node *n, uint32_t dc, int32_t ep, bool on) {

@@ -188,6 +188,21 @@ void inbox_space_freed(dvs_node *n, EndpointSlot *e);
 // Marks (dc, ep)'s slot on this node as migrating (senders wait) or clears it
 // (they go on). EDVSNOTBIND when nothing is bound there.
 int ep_set_migrating(dvs_node *n, uint32_t dc, int32_t ep, bool on);
+// Migration COMMIT: turns the bound slot of (dc, ep) into `kind` in place —
+// a local endpoint into a proxy for remote_node/remote_gen (source), or a
+// proxy into a local endpoint (destination) — keeping the slot and its
+// incarnation, so senders' cached lookups and callers' liveness checks stay
+// valid. The new owner is process slot `owner_proc` (kNone: the caller);
+// `out` (may be null) gets a handle for the caller. EDVSNOTBIND if nothing is
+// bound there, EDVSPROCSTS if it is not of the other kind.
+int ep_take_over(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
+                 uint32_t owner_proc, dvs_endpoint **out);
+// A handle on a local endpoint whose slot was handed to this process (ep_take_over by the agent).
+int ep_open_owned(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out);
+// Drops a handle without touching its slot (it was handed to someone else); the caller deletes it.
+void ep_forget(dvs_endpoint *me);
+// Whether this process owns the slot (a migrated-away endpoint is no longer ours).
+inline bool owns(const dvs_node *n, const dvs::EndpointSlot *e) { return e->owner_proc == n->proc && e->owner_gen == n->proc_gen; }
 void arena_space_freed(dvs_node *n);
 // Lock helpers that repair after a dead lock owner.
 void lock_arena(dvs_node *n);

@@ -33,6 +33,7 @@ uint32_t frame_kind_of(uint32_t cell_kind) {
   switch (cell_kind) {
     case kKindCall: return kFrameCall;
     case kKindNotify: return kFrameNotify;
+    case kKindFence: return kFrameFence;
     default: return kFrameSend;
   }
 }
@@ -213,6 +214,89 @@ void Engine::set_partition(std::vector<uint32_t> nodes) {
   DVS_ENGINE_CMD(std::move(c));
 }
 
+int Engine::run_on_engine(std::function<int()> f) {
+  if (cfg_.invoker) {  // the caller's thread is the engine's: keep the command order, then run
+    apply_commands();
+    return f();
+  }
+  Command c{};
+  c.type = Command::kCall;
+  c.call = std::make_shared<std::packaged_task<int()>>(std::move(f));
+  std::future<int> done = c.call->get_future();
+  DVS_ENGINE_CMD(std::move(c));
+  if (done.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return EDVSTIMEDOUT;
+  return done.get();
+}
+
+int Engine::fence(uint32_t dc, int32_t ep, uint32_t token) {
+  return run_on_engine([=] { return mig_fence(dc, ep, token); });
+}
+
+int Engine::to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen) {
+  return run_on_engine([=] { return mig_to_proxy(dc, ep, node, gen); });
+}
+
+int Engine::adopt(uint32_t dc, int32_t ep, uint32_t pid) {
+  return run_on_engine([=] { return mig_adopt(dc, ep, pid); });
+}
+
+int Engine::expect_replies(uint32_t from, std::vector<Pending> calls) {
+  return run_on_engine([this, from, calls = std::move(calls)] {
+    for (Pending p : calls) {
+      p.peer = from;
+      p.used = 1;
+      pending_.put(p);
+    }
+    return 0;
+  });
+}
+
+int Engine::mig_fence(uint32_t dc, int32_t ep, uint32_t token) {
+  auto it = proxies_.find(proxy_key(dc, ep));
+  if (it == proxies_.end()) return EDVSNOTBIND;
+  dvs_endpoint *e = it->second.e;
+  // Behind everything already in the proxy: the engine drains it in order.
+  Outgoing m{kKindFence, kNone, 0, 0, dc, 0, node_->node_id, 0, 0, e->gen, token, 0};
+  return post_cell(node_, e->slot, kInbox, m) ? 0 : EDVSAGAIN;
+}
+
+int Engine::mig_to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen) {
+  if (node == node_->node_id || !peers_.count(node)) return EDVSBADNODEID;
+  if (proxies_.count(proxy_key(dc, ep))) return EDVSPROCSTS;
+  dvs_endpoint *e = nullptr;
+  int r = ep_take_over(node_, dc, ep, kEpRemote, node, gen, kNone, &e);
+  if (r) return r;
+  proxies_[proxy_key(dc, ep)] = {e, node, 0};
+  rebuild_owned();
+  return 0;
+}
+
+int Engine::mig_adopt(uint32_t dc, int32_t ep, uint32_t pid) {
+  auto it = proxies_.find(proxy_key(dc, ep));
+  if (it == proxies_.end()) return EDVSNOTBIND;
+  Arena &a = *node_->arena;
+  uint32_t proc = kNone;
+  for (uint32_t i = 0; i < a.hdr()->cfg.max_procs && proc == kNone; i++) {
+    ProcSlot *p = a.proc(i);
+    if (p->state.load(std::memory_order_acquire) == kProcLive && p->pid == pid) proc = i;
+  }
+  if (proc == kNone) return EDVSSRCDIED;  // that process is not attached to this node
+  int r = ep_take_over(node_, dc, ep, kEpLocal, 0, 0, proc, nullptr);
+  if (r) return r;
+  // The slot is the new owner's now: drop the engine's handle without unbinding.
+  dvs_endpoint *e = it->second.e;
+  if (it->second.retire_at) retiring_--;
+  proxies_.erase(it);
+  ep_forget(e);
+  delete e;
+  rebuild_owned();
+  // Calls this node's callers had sent to the old location are the new local
+  // server's now (it answers them from the image): nobody waits for the old node.
+  pending_.take_if([&](const Pending &p) { return p.dc == dc && p.dst == ep && p.origin == kNoOrigin; },
+                   [](const Pending &) {});
+  return 0;
+}
+
 void Engine::reap() {
   Command c{};
   c.type = Command::kReap;
@@ -288,6 +372,9 @@ void Engine::apply_commands() {
       case Command::kReap:
         node_reap_dead(node_);
         break;
+      case Command::kCall:
+        (*c.call)();
+        break;
     }
   }
 }
@@ -334,6 +421,13 @@ void Engine::set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps) {
       EndpointSlot *s = a.endpoint(it->second.e->slot);
       s->remote_gen.store(r->gen, std::memory_order_release);
       s->remote_node.store(peer, std::memory_order_release);
+      if (it->second.peer != peer) {  // moved: what waits on it now waits on the new node
+        uint32_t old = it->second.peer, dc = r->dc;
+        int32_t ep = r->ep;
+        pending_.update([&](Pending &p) {
+          if (p.peer == old && p.dc == dc && p.dst == ep) p.peer = peer;
+        });
+      }
       it->second.peer = peer;
       it->second.pid = r->pid;
       if (it->second.retire_at) {  // announced again (or elsewhere): not retiring any more
@@ -515,6 +609,28 @@ bool Engine::drain_slot(dvs_endpoint *e, uint32_t peer) {
   bool up = pit != peers_.end() && pit->second;
   if (up && !flush_backlog(peer)) return false;
   bool is_route = s->kind == kEpPeer;
+  // Notification bits left in a proxy's notify slots (set while it was a local
+  // endpoint that has since migrated away): passed on as NOTIFY frames.
+  if (!is_route && up && s->notify_pending.load(std::memory_order_acquire) && s->notify_pending.exchange(0)) {
+    for (auto &ns : s->notify) {
+      uint32_t src = ns.src.load(std::memory_order_acquire);
+      uint32_t bits = src ? ns.bits.exchange(0, std::memory_order_acq_rel) : 0;
+      if (!bits) continue;
+      Frame f{};
+      f.kind = kFrameNotify;
+      f.dc = e->dc;
+      f.src_ep = int32_t(src - 1);
+      f.dst_ep = e->ep;
+      f.dst_gen = s->remote_gen.load(std::memory_order_acquire);
+      f.bits = bits;
+      iovec iov{&f, sizeof f};
+      if (!net_->submit(peer, &iov, 1)) {
+        ns.bits.fetch_or(bits, std::memory_order_acq_rel);
+        s->notify_pending.store(1, std::memory_order_release);
+        break;
+      }
+    }
+  }
   uint32_t taken = 0;
   while (Cell *c = ring_peek(r, head)) {
     uint32_t block = c->block < a.hdr()->total_blocks ? c->block : kNone;
@@ -551,7 +667,14 @@ bool Engine::drain_slot(dvs_endpoint *e, uint32_t peer) {
       if (!net_->submit(peer, iov, len ? 2 : 1)) {
         break;  // the window is full: the cell stays, the inbox fills, senders are back-pressured
       }
-      if (!is_route && wants_reply(*c)) pending_.put({c->src_dc, c->src_ep, c->call_id, c->src_gen, peer, e->ep, 1});
+      if (!is_route && wants_reply(*c)) {
+        Pending p{c->src_dc, c->src_ep, c->call_id, c->src_gen, peer, e->ep, 1};
+        if (c->src_node != node_->node_id) {  // sent from another node (this was a local endpoint until it migrated)
+          p.origin = c->src_node;
+          p.answer = c->kind == kKindCall ? kFrameReply : kFrameOutcome;
+        }
+        pending_.put(p);
+      }
       counters_.forwarded.fetch_add(1, std::memory_order_relaxed);
     } else if (c->kind != kKindSkip && c->dst_gen != e->gen && !is_route && wants_reply(*c)) {
       answer_local(reply_target(*c), e->ep, EDVSDSTDIED);  // sent to an earlier incarnation of this proxy
@@ -614,7 +737,10 @@ int Engine::deliver(uint32_t peer, const Frame &f, const uint8_t *payload, uint3
     if (block == kNone) return 0;
     memcpy(a.base() + a.block_offset(block), payload, plen);
   }
-  uint32_t kind = f.kind == kFrameCall ? kKindCall : f.kind == kFrameNotify ? kKindNotify : kKindSend;
+  uint32_t kind = f.kind == kFrameCall     ? kKindCall
+                  : f.kind == kFrameNotify ? kKindNotify
+                  : f.kind == kFrameFence  ? kKindFence
+                                           : kKindSend;
   Outgoing m{kind, block, plen, f.src_ep, f.dc, f.src_gen, peer, f.call_id, 0, gen, f.bits, 0};
   if (!post_cell(node_, s, kInbox, m)) {
     if (block != kNone) slab_free_if(a, block, mine);
@@ -685,7 +811,9 @@ bool Engine::on_message(uint32_t peer, const uint8_t *msg, uint32_t len) {
       uint32_t matched = 0;
       for (uint32_t k = 0; k < count; k++) {
         Pending p;
-        if (pending_.take(f.dc, f.dst_ep, f.call_id + k, &p) && p.caller_gen == f.dst_gen && p.peer == peer) matched++;
+        // Matched by (dc, caller, call id, caller incarnation), not by node: a
+        // migrated server answers calls sent to its old node from its new one.
+        if (pending_.take(f.dc, f.dst_ep, f.call_id + k, &p) && p.caller_gen == f.dst_gen) matched++;
       }
       uint32_t flags = f.kind == kFrameOutcome ? kCellAck : 0;
       if (matched && post_cell(node_, s, kReplies,

@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -85,6 +87,18 @@ class Engine : public net::Handler {
   // Reclaims what dead processes of this node held (a client's control connection closed).
   void reap();
 
+  // Migration primitives (docs/DESIGN.md "Migration"). Each runs on the
+  // engine's thread (or directly in invoker mode) and returns its result: 0 or
+  // a DVS error code.
+  // A FENCE marker behind everything in this node's proxy for (dc, ep) (EDVSAGAIN: proxy inbox full, retry).
+  int fence(uint32_t dc, int32_t ep, uint32_t token);
+  // Source, COMMIT: the local endpoint becomes a proxy to `node` (remote incarnation `gen`) in place.
+  int to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
+  // Destination, COMMIT: this node's proxy becomes a local endpoint owned by process `pid`, in place.
+  int adopt(uint32_t dc, int32_t ep, uint32_t pid);
+  // Source: replies from `from` to these local callers are expected (calls handed over in an image).
+  int expect_replies(uint32_t from, std::vector<Pending> calls);
+
   // Events for the host. `cb` runs on the engine thread when events are queued;
   // the host then drains them with next_event() on its own thread.
   void set_event_callback(void (*cb)(void *), void *arg);
@@ -126,14 +140,20 @@ class Engine : public net::Handler {
     std::vector<uint8_t> bytes;
   };
   struct Command {
-    enum Type { kAddPeer, kRemovePeer, kSetRemote, kControl, kFault, kPartition, kReap } type;
+    enum Type { kAddPeer, kRemovePeer, kSetRemote, kControl, kFault, kPartition, kReap, kCall } type;
     uint32_t peer;
     sockaddr_in addr;
     std::vector<RemoteEndpoint> eps;
     std::string bytes;
     net::FaultConfig fault;
     std::vector<uint32_t> nodes;
+    std::shared_ptr<std::packaged_task<int()>> call;  // kCall: run on the engine thread
   };
+  // Runs f on the engine thread (after the commands queued before it) and returns its result.
+  int run_on_engine(std::function<int()> f);
+  int mig_fence(uint32_t dc, int32_t ep, uint32_t token);
+  int mig_to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
+  int mig_adopt(uint32_t dc, int32_t ep, uint32_t pid);
 
   Engine() = default;
   void run();

@@ -16,6 +16,7 @@ enum FrameKind : uint32_t {
   kFrameNotify = 4,   // OR `bits` into (dc, dst_ep)'s notification word for src_ep
   kFrameOutcome = 5,  // to the sender (dc, dst_ep, dst_gen) of SEND call_id: status 0 = accepted into the mailbox
   kFrameControl = 6,  // opaque bytes for the agents' control plane (directory announcements...)
+  kFrameFence = 7,    // migration marker for (dc, dst_ep), in order with the data; `bits` = token
 };
 constexpr uint32_t kFrameAck = 1;
 // Passed on by a node that had a stale location's proxy (at most one hop).
@@ -42,11 +43,11 @@ inline bool parse_frame(const uint8_t *msg, uint32_t len, Frame *f, const uint8_
   memcpy(f, msg, sizeof(Frame));
   *payload = msg + sizeof(Frame);
   *plen = len - uint32_t(sizeof(Frame));
-  if (f->kind < kFrameSend || f->kind > kFrameControl) return false;
+  if (f->kind < kFrameSend || f->kind > kFrameFence) return false;
   if (f->kind == kFrameControl) return *plen <= DVS_MAX_PAYLOAD;
   if (f->dc > DVS_MAX_DC || *plen > DVS_MAX_PAYLOAD) return false;
   if (f->src_ep < 0 || f->src_ep > DVS_MAX_EP || f->dst_ep < 0 || f->dst_ep > DVS_MAX_EP) return false;
-  if ((f->kind == kFrameNotify || f->kind == kFrameOutcome) && *plen) return false;
+  if ((f->kind == kFrameNotify || f->kind == kFrameOutcome || f->kind == kFrameFence) && *plen) return false;
   if (f->kind == kFrameOutcome && (f->bits > kMaxAckRange || (f->status && f->bits > 1))) return false;
   return true;
 }

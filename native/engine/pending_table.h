@@ -52,6 +52,13 @@ class PendingTable {
     return slots_[i].used ? &slots_[i] : nullptr;
   }
 
+  // Calls f(entry&) on every entry; f may change its non-key fields (peer, dst, origin, answer).
+  template <class F>
+  void update(F f) {
+    for (Pending &s : slots_)
+      if (s.used) f(s);
+  }
+
   // Removes every entry matching pred, calling f(entry) for each.
   template <class P, class F>
   void take_if(P pred, F f) {

@@ -60,6 +60,7 @@ extern "C" {
 #define DVS_MSG_CALL    2
 #define DVS_MSG_REPLY   3
 #define DVS_MSG_NOTIFY  4
+#define DVS_MSG_FENCE   6   /* migration marker (src_node = the fencing node, bits = token); only an endpoint being migrated sees one */
 
 typedef struct dvs_node dvs_node;
 typedef struct dvs_endpoint dvs_endpoint;
