@@ -278,7 +278,7 @@ int Engine::mig_adopt(uint32_t dc, int32_t ep, uint32_t pid) {
   uint32_t proc = kNone;
   for (uint32_t i = 0; i < a.hdr()->cfg.max_procs && proc == kNone; i++) {
     ProcSlot *p = a.proc(i);
-    if (p->state.load(std::memory_order_acquire) == kProcLive && p->pid == pid) proc = i;
+    if (i != node_->proc && p->state.load(std::memory_order_acquire) == kProcLive && p->pid == pid) proc = i;  // (not the engine's own attachment)
   }
   if (proc == kNone) return EDVSSRCDIED;  // that process is not attached to this node
   int r = ep_take_over(node_, dc, ep, kEpLocal, 0, 0, proc, nullptr);
