@@ -2,6 +2,8 @@
 // itself): free UDP ports, node agents as real child processes (`dvs agent`)
 // with guaranteed cleanup, waiting for links and remote endpoints through the
 // agents' control sockets, and the CRC-32C of the UDP wire format.
+import type { Agent } from '../lib/agent/agent.js';
+import type { NativeEngine } from '../lib/native.js';
 import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -311,4 +313,18 @@ export async function startSeeded(t: T, ns: string, ids: number[], extra: (node:
     `all of ${ids.join(',')} alive on every agent`,
   );
   return agents;
+}
+
+/** The native engine of an embedded agent (white-box tests of the data plane). */
+export function engineOf(a: Agent): NativeEngine {
+  return (a as unknown as { engine: NativeEngine }).engine;
+}
+
+/** Waits (polling every 10 ms) until f() holds; throws naming `what` after `ms`. */
+export async function until(what: string, f: () => boolean, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
 }

@@ -7,23 +7,12 @@
 import t from 'tap';
 import { attach, startAgent, type Agent } from '../lib/index.js';
 import { silentLogger } from '../lib/agent/log.js';
-import type { NativeEngine } from '../lib/native.js';
 import { codeOf, shmFiles, sleep, uniqueNs, within } from './helpers.js';
-import { freeUdpPorts } from './cluster-helpers.js';
+import { engineOf, freeUdpPorts, until } from './cluster-helpers.js';
 
 const DC = 1;
 
-function engineOf(a: Agent): NativeEngine {
-  return (a as unknown as { engine: NativeEngine }).engine;
-}
 
-async function until(what: string, f: () => boolean, ms = 10000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 t.test('senders into a migrating endpoint wait, then go on in order', async (tt) => {
   const ns = uniqueNs('hold');

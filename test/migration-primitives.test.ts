@@ -14,25 +14,14 @@
 import t from 'tap';
 import { attach, startAgent, type Agent, type Endpoint, type Message } from '../lib/index.js';
 import { silentLogger } from '../lib/agent/log.js';
-import type { NativeEngine } from '../lib/native.js';
 import { codeOf, shmFiles, sleep, uniqueNs, within } from './helpers.js';
-import { freeUdpPorts } from './cluster-helpers.js';
+import { engineOf, freeUdpPorts, until } from './cluster-helpers.js';
 
 const DC = 1;
 const SERVER = 50;
 const TOKEN = 7;
 
-function engineOf(a: Agent): NativeEngine {
-  return (a as unknown as { engine: NativeEngine }).engine;
-}
 
-async function until(what: string, f: () => boolean, ms = 10000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 t.test('a server endpoint moves from node 2 to node 3 under load: nothing lost, duplicated or reordered', async (tt) => {
   const ns = uniqueNs('migprim');

@@ -16,15 +16,11 @@
 import t from 'tap';
 import { attach, startAgent, type Agent, type Endpoint } from '../lib/index.js';
 import { silentLogger } from '../lib/agent/log.js';
-import type { NativeEngine } from '../lib/native.js';
 import { codeOf, shmFiles, sleep, uniqueNs, within, type T } from './helpers.js';
-import { freeUdpPorts, retryWhile } from './cluster-helpers.js';
+import { engineOf, freeUdpPorts, retryWhile, until } from './cluster-helpers.js';
 
 const DC = 1;
 
-function engineOf(a: Agent): NativeEngine {
-  return (a as unknown as { engine: NativeEngine }).engine;
-}
 
 /** An engine counter (top level) or a transport counter (`transport.k`). */
 function stat(a: Agent, k: string): number {
@@ -32,13 +28,6 @@ function stat(a: Agent, k: string): number {
   return Number(s[k] ?? s.transport?.[k] ?? 0);
 }
 
-async function until(what: string, f: () => boolean, ms = 10000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 async function cluster(t: T, ns: string, n: number): Promise<Agent[]> {
   const ports = await freeUdpPorts(n);
