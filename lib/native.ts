@@ -111,6 +111,8 @@ export interface NativeEngine {
   toProxy(dc: number, ep: number, node: number, gen: number): void;
   /** Migration COMMIT at the destination: this node's proxy becomes a local endpoint of process `pid` in place. */
   adopt(dc: number, ep: number, pid: number): void;
+  /** Migration COMMIT on a client node: this node's proxy for (dc, ep) points at `node` (remote incarnation `gen`) now. */
+  repoint(dc: number, ep: number, node: number, gen: number): void;
   /** Migration: replies from `node` to these local calls [dc, callerEp, callerGen, callId, dstEp] × n are expected. */
   expectReplies(node: number, calls: Uint32Array): void;
   /** Fault injection: drop every datagram to and from these peers (a partition); empty heals. */

@@ -156,9 +156,10 @@ t.test('a server endpoint moves from node 2 to node 3 under load: nothing lost, 
   })();
   e3.setMigrating(DC, SERVER, false);
   // ---- the other client node: repoint (the directory will say the same), release.
-  const pid = process.pid;
-  e1.setRemote(3, Uint32Array.from([DC, SERVER, gen3, pid, DC, 62, e3.endpoints().find((e) => e.ep === 62)!.gen, pid]));
-  await until('node 1 to point at node 3', () => a1.ps().some((e) => e.ep === SERVER && e.node === 3));
+  tt.equal(await codeOf(() => e1.repoint(DC, 999, 3, gen3)), 'EDVSNOTBIND', 'repoint of an endpoint node 1 has no proxy for: EDVSNOTBIND');
+  tt.equal(await codeOf(() => e1.repoint(DC, SERVER, 1, gen3)), 'EDVSBADNODEID', 'repoint to itself: EDVSBADNODEID');
+  e1.repoint(DC, SERVER, 3, gen3);
+  tt.ok(a1.ps().some((e) => e.ep === SERVER && e.node === 3), 'node 1 points at node 3 as soon as repoint returns');
   e1.setMigrating(DC, SERVER, false);
   // ---- last the source: the slot becomes a proxy to node 3, in place.
   e2.toProxy(DC, SERVER, 3, gen3);

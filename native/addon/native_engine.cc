@@ -56,6 +56,7 @@ Napi::Function NativeEngine::Init(Napi::Env env) {
                       InstanceMethod<&NativeEngine::ToProxy>("toProxy"),
                       InstanceMethod<&NativeEngine::Adopt>("adopt"),
                       InstanceMethod<&NativeEngine::ExpectReplies>("expectReplies"),
+                      InstanceMethod<&NativeEngine::Repoint>("repoint"),
                       InstanceMethod<&NativeEngine::Stats>("stats"),
                       InstanceMethod<&NativeEngine::Endpoints>("endpoints"),
                       InstanceMethod<&NativeEngine::Reap>("reap"),
@@ -382,6 +383,17 @@ Napi::Value NativeEngine::Adopt(const Napi::CallbackInfo &info) {
       !int_in(info, 2, 1, 4194304, "pid", &pid))
     return env.Undefined();
   throw_if(env, engine_->adopt(uint32_t(dc), int32_t(ep), uint32_t(pid)), "adopt");
+  return env.Undefined();
+}
+
+// repoint(dc, ep, node, gen): this node's proxy for (dc, ep) points at `node` now (COMMIT on a client node).
+Napi::Value NativeEngine::Repoint(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  double dc, ep, node, gen;
+  if (!check_open(env) || !int_in(info, 0, 0, DVS_MAX_DC, "dc", &dc) || !int_in(info, 1, 0, DVS_MAX_EP, "ep", &ep) ||
+      !int_in(info, 2, 0, 1023, "node", &node) || !int_in(info, 3, 0, 4294967295.0, "gen", &gen))
+    return env.Undefined();
+  throw_if(env, engine_->repoint(uint32_t(dc), int32_t(ep), uint32_t(node), uint32_t(gen)), "repoint");
   return env.Undefined();
 }
 

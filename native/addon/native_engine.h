@@ -31,6 +31,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   Napi::Value ToProxy(const Napi::CallbackInfo &info);
   Napi::Value Adopt(const Napi::CallbackInfo &info);
   Napi::Value ExpectReplies(const Napi::CallbackInfo &info);
+  Napi::Value Repoint(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value Endpoints(const Napi::CallbackInfo &info);
   Napi::Value Reap(const Napi::CallbackInfo &info);

@@ -240,6 +240,17 @@ int Engine::adopt(uint32_t dc, int32_t ep, uint32_t pid) {
   return run_on_engine([=] { return mig_adopt(dc, ep, pid); });
 }
 
+int Engine::repoint(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen) {
+  return run_on_engine([=] {
+    auto it = proxies_.find(proxy_key(dc, ep));
+    if (it == proxies_.end()) return EDVSNOTBIND;
+    if (node == node_->node_id || !peers_.count(node)) return EDVSBADNODEID;
+    point_proxy(it->second, node, gen, it->second.pid);
+    rebuild_owned();
+    return 0;
+  });
+}
+
 int Engine::expect_replies(uint32_t from, std::vector<Pending> calls) {
   return run_on_engine([this, from, calls = std::move(calls)] {
     for (Pending p : calls) {
@@ -416,24 +427,7 @@ void Engine::set_remote(uint32_t peer, const std::vector<RemoteEndpoint> &eps) {
   for (auto &[key, r] : want) {
     auto it = proxies_.find(key);
     if (it != proxies_.end()) {
-      // Same endpoint, possibly a new incarnation or a new node: the proxy stays
-      // bound (senders keep their cached slot) and points at the new location.
-      EndpointSlot *s = a.endpoint(it->second.e->slot);
-      s->remote_gen.store(r->gen, std::memory_order_release);
-      s->remote_node.store(peer, std::memory_order_release);
-      if (it->second.peer != peer) {  // moved: what waits on it now waits on the new node
-        uint32_t old = it->second.peer, dc = r->dc;
-        int32_t ep = r->ep;
-        pending_.update([&](Pending &p) {
-          if (p.peer == old && p.dc == dc && p.dst == ep) p.peer = peer;
-        });
-      }
-      it->second.peer = peer;
-      it->second.pid = r->pid;
-      if (it->second.retire_at) {  // announced again (or elsewhere): not retiring any more
-        it->second.retire_at = 0;
-        retiring_--;
-      }
+      point_proxy(it->second, peer, r->gen, r->pid);
       continue;
     }
     dvs_endpoint *e = nullptr;
@@ -478,6 +472,27 @@ void Engine::retire_proxies(uint64_t now, uint64_t *next_ns) {
   for (uint64_t key : due) remove_proxy(key);
   if (!due.empty()) rebuild_owned();
   if (next != UINT64_MAX) *next_ns = std::min(*next_ns, next);
+}
+
+// Same endpoint, possibly a new incarnation or a new node: the proxy stays
+// bound (senders keep their cached slot) and points at the new location.
+void Engine::point_proxy(Proxy &px, uint32_t node, uint32_t gen, uint32_t pid) {
+  EndpointSlot *s = node_->arena->endpoint(px.e->slot);
+  s->remote_gen.store(gen, std::memory_order_release);
+  s->remote_node.store(node, std::memory_order_release);
+  if (px.peer != node) {  // moved: what waits on it now waits on the new node
+    uint32_t old = px.peer, dc = px.e->dc;
+    int32_t ep = px.e->ep;
+    pending_.update([&](Pending &p) {
+      if (p.peer == old && p.dc == dc && p.dst == ep) p.peer = node;
+    });
+  }
+  px.peer = node;
+  px.pid = pid;
+  if (px.retire_at) {  // announced again (or elsewhere): not retiring any more
+    px.retire_at = 0;
+    retiring_--;
+  }
 }
 
 void Engine::rebuild_owned() {

@@ -96,6 +96,9 @@ class Engine : public net::Handler {
   int to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
   // Destination, COMMIT: this node's proxy becomes a local endpoint owned by process `pid`, in place.
   int adopt(uint32_t dc, int32_t ep, uint32_t pid);
+  // Client node, COMMIT: this node's proxy for (dc, ep) now points at `node` (remote incarnation `gen`);
+  // what waits on the old node waits on the new one.
+  int repoint(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
   // Source: replies from `from` to these local callers are expected (calls handed over in an image).
   int expect_replies(uint32_t from, std::vector<Pending> calls);
 
@@ -154,6 +157,7 @@ class Engine : public net::Handler {
   int mig_fence(uint32_t dc, int32_t ep, uint32_t token);
   int mig_to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
   int mig_adopt(uint32_t dc, int32_t ep, uint32_t pid);
+  void point_proxy(Proxy &px, uint32_t node, uint32_t gen, uint32_t pid);
 
   Engine() = default;
   void run();
