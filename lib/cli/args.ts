@@ -8,7 +8,7 @@ export interface Flags {
 }
 
 /** Flags that never take a value (`--json 5` leaves 5 a positional argument). */
-const BOOLEAN_FLAGS = new Set(['json', 'local']);
+const BOOLEAN_FLAGS = new Set(['json', 'local', 'standby']);
 
 export function parseArgs(argv: string[]): Flags {
   const f: Flags = { positional: [], values: new Map(), flags: new Set() };

@@ -8,6 +8,7 @@ import { dc, dcHelp } from './dc.js';
 import { lookup, lookupHelp } from './lookup.js';
 import { nodes, nodesHelp } from './nodes.js';
 import { ps, psHelp } from './ps.js';
+import { serve, serveHelp } from './serve.js';
 import { status, statusHelp } from './status.js';
 
 const commands: Record<string, { run: (f: Flags) => Promise<number>; help: string }> = {
@@ -17,6 +18,7 @@ const commands: Record<string, { run: (f: Flags) => Promise<number>; help: strin
   ps: { run: ps, help: psHelp },
   dc: { run: dc, help: dcHelp },
   lookup: { run: lookup, help: lookupHelp },
+  serve: { run: serve, help: serveHelp },
   'demo-peer': { run: demoPeer, help: '' },
 };
 
