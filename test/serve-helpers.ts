@@ -1,0 +1,212 @@
+// serve-helpers.ts — shared by the serve-*.test.ts files (not a test itself):
+// `dvs serve` children with their JSON event lines, JSON calls, clients that
+// keep a service busy with sequenced one-way messages and calls, and a
+// stand-in for the agents' side of the runtime protocol (the test plays the
+// orchestrator: it intercepts the runtime's requests in embedded agents and
+// pushes the migration steps itself).
+import { readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Agent, Endpoint } from '../lib/index.js';
+import type { ControlConnection, ControlRequest } from '../lib/agent/control.js';
+import type { NativeEngine } from '../lib/native.js';
+import { spawnCli } from './cluster-helpers.js';
+import { sleep, within, type Child, type T } from './helpers.js';
+
+export interface ServeEventLine {
+  event: string;
+  [k: string]: unknown;
+}
+
+/** A `dvs serve` child started with --json: its next event lines, and cleanup of its image files. */
+export class ServeProc {
+  readonly child: Child;
+  constructor(t: T, args: string[]) {
+    this.child = spawnCli(t, `serve ${args[0]}`, ['serve', ...args, '--json']);
+    const pid = this.child.pid;
+    t.teardown(() => removeImages(pid));
+  }
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** The next event line (other stdout lines, e.g. a module's own, are skipped). */
+  async event(ms = 20000): Promise<ServeEventLine> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const l = await this.child.line(Math.max(1, deadline - Date.now()));
+      try {
+        const v = JSON.parse(l) as ServeEventLine;
+        if (v && typeof v.event === 'string') return v;
+      } catch {
+        /* not an event */
+      }
+    }
+  }
+
+  /** Reads event lines until one named `name`; returns it. */
+  async until(name: string, ms = 20000): Promise<ServeEventLine> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const e = await this.event(Math.max(1, deadline - Date.now()));
+      if (e.event === name) return e;
+    }
+  }
+}
+
+/** Image files a runtime of that pid left in the temp directory (a SIGKILLed one cannot remove its own). */
+export function imagesOf(pid: number): string[] {
+  return readdirSync(tmpdir()).filter((f) => f.startsWith(`dvs-image-${pid}-`));
+}
+
+function removeImages(pid: number): void {
+  for (const f of imagesOf(pid)) rmSync(join(tmpdir(), f), { force: true });
+}
+
+/** A JSON call; resolves with the parsed reply. */
+export async function callJson<R = Record<string, unknown>>(ep: Endpoint, dst: number, req: unknown, timeoutMs = 20000): Promise<R> {
+  const m = await ep.call(dst, JSON.stringify(req), { timeoutMs });
+  try {
+    return JSON.parse(m.text()) as R;
+  } finally {
+    m.release();
+  }
+}
+
+/**
+ * A client of examples/kv.js: round after round, a one-way put of its seq
+ * under its own key, then a call get of that key carrying the same seq — the
+ * answer must be that seq (the put went first: per-sender order, across a
+ * migration too). Errors are collected, never thrown.
+ */
+export class KvClient {
+  sent = 0;
+  calls = 0;
+  readonly errors: string[] = [];
+  private running = true;
+  private readonly done: Promise<void>;
+
+  constructor(
+    readonly ep: Endpoint,
+    readonly server: number,
+    readonly key: string,
+  ) {
+    this.done = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      const seq = this.sent;
+      try {
+        await this.ep.send(this.server, JSON.stringify({ op: 'put', key: this.key, value: seq, seq }), { timeoutMs: 30000 });
+        this.sent++;
+        const r = await callJson<{ found: boolean; value: unknown }>(this.ep, this.server, { op: 'get', key: this.key, seq }, 30000);
+        this.calls++;
+        if (r.value !== seq) this.errors.push(`${this.key}: get after put ${seq} answered ${JSON.stringify(r)}`);
+      } catch (e) {
+        this.errors.push(`${this.key} round ${seq}: ${(e as Error).message}`);
+        await sleep(20);
+      }
+    }
+  }
+
+  /** Resolves once `n` more rounds have completed (bounded). */
+  async rounds(n: number, ms = 30000): Promise<void> {
+    const want = this.calls + n;
+    const deadline = Date.now() + ms;
+    while (this.calls < want) {
+      if (Date.now() > deadline) throw new Error(`${this.key}: ${n} rounds not done within ${ms} ms (errors: ${this.errors.slice(0, 3).join('; ')})`);
+      await sleep(5);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await within(this.done, 40000, `client ${this.key} to stop`);
+  }
+}
+
+interface Track {
+  count: number;
+  last: number | null;
+  dup: number;
+  gap: number;
+}
+
+/** Checks examples/kv.js's per-sender record for a KvClient: every message once, in order. */
+export async function checkKv(t: T & { equal(a: unknown, b: unknown, m?: string): boolean }, probe: Endpoint, server: number, clients: { node: number; c: KvClient }[]): Promise<void> {
+  const st = await callJson<{ senders: Record<string, { calls: Track; sends: Track }> }>(probe, server, { op: 'stats' });
+  for (const { node, c } of clients) {
+    const s = st.senders[`${node}:${c.ep.ep}`];
+    t.same(
+      s && { sends: [s.sends.count, s.sends.last, s.sends.dup, s.sends.gap], calls: [s.calls.count, s.calls.last, s.calls.dup, s.calls.gap] },
+      { sends: [c.sent, c.sent - 1, 0, 0], calls: [c.calls, c.calls - 1, 0, 0] },
+      `${c.key}: ${c.sent} one-way messages and ${c.calls} calls, each handled once, in order (count, last seq, dup, gap)`,
+    );
+    t.same(c.errors, [], `${c.key}: no error, every get saw its put`);
+  }
+}
+
+export function engineOf(a: Agent): NativeEngine {
+  return (a as unknown as { engine: NativeEngine }).engine;
+}
+
+/** The requests `dvs serve` sends its agent. */
+const RUNTIME_OPS = new Set(['service', 'mig-image', 'mig-failed', 'mig-standby', 'mig-restored', 'mig-serving']);
+
+export interface RuntimeRequest {
+  node: number;
+  op: string;
+  req: ControlRequest & Record<string, unknown>;
+  conn: ControlConnection;
+}
+
+/**
+ * The agents' half of the runtime protocol, played by the test: embedded
+ * agents answer the runtime's requests {ok: true} and queue them here
+ * (`next`); the test pushes the steps (`push`).
+ */
+export class RuntimeRequests {
+  private readonly queue: RuntimeRequest[] = [];
+  private waiters: { match(r: RuntimeRequest): boolean; resolve(r: RuntimeRequest): void }[] = [];
+
+  constructor(agents: Agent[]) {
+    for (const a of agents) {
+      const x = a as unknown as { handle(req: ControlRequest, conn: ControlConnection): unknown };
+      const orig = x.handle.bind(a);
+      x.handle = (req, conn) => {
+        if (!RUNTIME_OPS.has(req.op)) return orig(req, conn);
+        const r: RuntimeRequest = { node: a.node, op: req.op, req: req as RuntimeRequest['req'], conn };
+        const w = this.waiters.find((w) => w.match(r));
+        if (w) {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          w.resolve(r);
+        } else this.queue.push(r);
+        return { ok: true };
+      };
+    }
+  }
+
+  /** The next request `op` (optionally from node / matching `pred`), bounded. */
+  next(op: string, node?: number, pred: (r: RuntimeRequest) => boolean = () => true, ms = 20000): Promise<RuntimeRequest> {
+    const match = (r: RuntimeRequest): boolean => r.op === op && (node === undefined || r.node === node) && pred(r);
+    const i = this.queue.findIndex(match);
+    if (i >= 0) return Promise.resolve(this.queue.splice(i, 1)[0]);
+    let w!: { match(r: RuntimeRequest): boolean; resolve(r: RuntimeRequest): void };
+    const p = new Promise<RuntimeRequest>((resolve) => this.waiters.push((w = { match, resolve })));
+    return within(p, ms, `the runtime's '${op}' request${node === undefined ? '' : ` on node ${node}`}`).finally(() => {
+      this.waiters = this.waiters.filter((x) => x !== w);
+    });
+  }
+
+  /** Requests seen and not taken by next(). */
+  pending(op?: string): RuntimeRequest[] {
+    return this.queue.filter((r) => op === undefined || r.op === op);
+  }
+
+  push(conn: ControlConnection, msg: Record<string, unknown>): void {
+    if (!conn.push) throw new Error('no push on this connection');
+    conn.push(msg);
+  }
+}
