@@ -12,6 +12,7 @@ import { binding, EngineEvent, type EngineEndpoint, type FaultOptions, type Nati
 import { createRegistry, type Registry } from '../registry/registry.js';
 import { checkDc, checkName, checkNode, isName } from '../validate.js';
 import { Cluster, type ClusterSource } from '../cluster/cluster.js';
+import { Migrations, Pins, RUNTIME_OPS, type MigrateOptions, type MigrationRecord, type MigrationsList } from '../migration/index.js';
 import { checkConfig, type AgentConfig, type PeerAddress } from './config.js';
 import { ControlServer, controlPath, defaultNamespace, type ControlConnection, type ControlRequest } from './control.js';
 import { jsonLogger, type Logger } from './log.js';
@@ -153,6 +154,9 @@ export class Agent {
   private readonly watchers = new Set<Watcher>();
   private readonly psWaits = new Map<number, PsWait>();
   private psSeq = 0;
+  /** The directory's lists with migrations' location overrides applied (lib/migration/pins.ts). */
+  private readonly pins: Pins;
+  private readonly migrations: Migrations;
 
   private constructor(
     private readonly cfg: AgentConfig,
@@ -185,6 +189,26 @@ export class Agent {
       (type, peer, inc, data) => this.onEvent(type, peer, inc, data),
     );
     this.port = this.engine.port();
+    this.pins = new Pins({
+      self: cfg.node,
+      apply: (node, eps) => {
+        this.engine.setRemote(node, flatten(eps));
+        this.setDir(node, eps);
+      },
+      log: (level, msg, fields) => this.log(level, msg, fields),
+    });
+    this.migrations = new Migrations({
+      node: cfg.node,
+      namespace: this.namespace,
+      engine: this.engine,
+      pins: this.pins,
+      send: (node, msg) => this.sendControl(node, msg),
+      sendBytes: (node, bytes) => this.engine.sendControl(node, bytes),
+      peersUp: () => this.peersUp(),
+      locate: (dc, ep) => this.locate(dc, ep),
+      dcNodes: (dc) => this.reg.dcs.list().find((d) => d.dc === dc)?.nodes ?? null,
+      log: this.log,
+    });
   }
 
   /** Membership (embedded or etcd); null with static peers only. */
@@ -231,11 +255,13 @@ export class Agent {
           this.engine.removePeer(node);
           this.directory.forget(node);
           this.setDir(node, []);
+          this.pins.forget(node);
         },
         forget: (node) => {
           this.engine.setRemote(node, new Uint32Array(0));
           this.directory.forget(node);
           this.setDir(node, []);
+          this.pins.forget(node);
         },
         send: (node, msg) => this.sendControl(node, msg),
         log: this.log,
@@ -244,8 +270,8 @@ export class Agent {
         send: (node, msg) => this.sendControl(node, msg),
         apply: (node, eps) => {
           this.log('debug', 'remote endpoints', { peer: node, endpoints: eps.length });
-          this.engine.setRemote(node, flatten(eps));
-          this.setDir(node, eps);
+          // Through the migration pins: an endpoint being (or just) migrated stays where the migration puts it.
+          this.pins.set(node, eps);
         },
         peersUp: () => this.peersUp(),
         warn: (msg, fields) => this.log('warn', msg, fields),
@@ -303,7 +329,9 @@ export class Agent {
     // one that died before its connection reached the agent (SIGKILL right
     // after bind) is caught by this sweep (pid + start time per process slot).
     a.reaper = setInterval(() => {
-      if (!a.stopped) a.engine.reap();
+      if (a.stopped) return;
+      a.engine.reap();
+      if (a.pins.size) a.pins.expire();
     }, REAP_INTERVAL_MS);
     a.reaper.unref();
     if (!exitHook) {
@@ -490,6 +518,28 @@ export class Agent {
     return this.reg.dcs.removeNode(checkDc(dc), checkNode(node));
   }
 
+  /**
+   * Moves service endpoint (dc, ep) to node `to` (lib/migration): run by the
+   * source's agent; resolves with the committed record, or rejects with the
+   * cause after rolling back (the service then keeps serving at its source).
+   * Refusals: EDVSNOTBIND (unknown endpoint), EDVSNODCNODE (destination
+   * outside the DC), EDVSBUSY (it is migrating already), EDVSNOSYS (method
+   * other than 'state').
+   */
+  migrate(o: MigrateOptions & { timeoutMs?: number }): Promise<MigrationRecord> {
+    if (this.stopped) return Promise.reject(new DvsError('EDVSNOTCONN', 'the agent is stopped'));
+    try {
+      return this.migrations.migrate(o);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Migrations this agent orchestrated, those it takes part in now, and its registered services. */
+  migrationList(): MigrationsList {
+    return this.migrations.list();
+  }
+
   /** A handle on the cluster (view, directory with names, DC table) kept current by this agent, in this process. */
   cluster(): Cluster {
     if (this.stopped) throw new DvsError('EDVSNOTCONN', 'the agent is stopped');
@@ -536,6 +586,7 @@ export class Agent {
     this.stopped = true;
     running.delete(this);
     if (this.reaper) clearInterval(this.reaper);
+    this.migrations.stop();
     this.dropWatchers();
     await this.control?.close();
     this.engine.close();
@@ -622,6 +673,7 @@ export class Agent {
         const p = this.peers.get(peer);
         if (p) Object.assign(p, { up: false, since: Date.now() });
         this.log('warn', 'peer down', { peer });
+        this.migrations.peerDown(peer);
         this.directory.peerDown(peer);
         this.embedded?.peerDown(peer);
         if (!this.membership) this.emitWatch({ ev: 'view', view: this.view() });
@@ -629,6 +681,7 @@ export class Agent {
         break;
       }
       case EngineEvent.Control: {
+        if (data instanceof Buffer && data.length && data[0] !== 0x7b && this.migrations.onBinary(peer, data)) return;
         let msg: unknown;
         try {
           msg = JSON.parse(String(data));
@@ -646,6 +699,7 @@ export class Agent {
           if (this.reg.dcs.receive) this.reg.dcs.receive(peer, msg);
           else this.log('warn', 'DC table message from a peer, but this agent keeps its DC table elsewhere', { peer });
         } else if (k === 'ps') this.onPsMessage(peer, msg as { t?: unknown; id?: unknown; rows?: unknown });
+        else if (k === 'mig') this.migrations.onControl(peer, msg);
         else this.log('warn', 'unknown control message ignored', { peer, k: String(k) });
         break;
       }
@@ -666,6 +720,19 @@ export class Agent {
       .sort((a, b) => a.dc - b.dc || a.ep - b.ep);
   }
 
+  /** Where (dc, ep) is bound: this node's own endpoints first, then a migration's pin, then the directory. */
+  private locate(dc: number, ep: number): { node: number; gen: number; pid: number; name: string } | null {
+    const own = this.engine.endpoints().find((e) => !e.remote && e.dc === dc && e.ep === ep);
+    if (own) return { node: this.node, gen: own.gen, pid: own.pid, name: own.name };
+    const pin = this.pins.pinned(dc, ep);
+    for (const node of pin && pin.node !== this.node ? [pin.node] : [...this.dir.keys()].sort((a, b) => a - b)) {
+      if (node === this.node) continue;
+      const e = this.dir.get(node)?.find((x) => x.dc === dc && x.ep === ep);
+      if (e) return { node, gen: e.gen, pid: e.pid, name: e.name ?? '' };
+    }
+    return null;
+  }
+
   /** The first endpoint named `name` in `dc` (lowest node first), as this agent's directory knows it. */
   private lookup(dc: number, name: string): (DirectoryEntry & { node: number }) | null {
     for (const node of [...this.dir.keys()].sort((a, b) => a - b)) {
@@ -677,6 +744,7 @@ export class Agent {
 
   private handle(req: ControlRequest, conn: ControlConnection): unknown {
     if (this.stopped) throw new DvsError('EDVSNOTCONN', 'the agent is stopping');
+    if (RUNTIME_OPS.has(req.op)) return this.migrations.runtimeRequest(req, conn);
     switch (req.op) {
       case 'hello': {
         const pid = req.pid;
@@ -721,6 +789,14 @@ export class Agent {
         return this.removeNodeFromDc(req.dc as number, req.node as number);
       case 'lookup':
         return { entry: this.lookup(checkDc(req.dc), checkName(req.name)) };
+      case 'migrate': {
+        const { dc, ep, to, method, quiesceTimeoutMs, timeoutMs } = req;
+        if (timeoutMs !== undefined && (!Number.isInteger(timeoutMs) || (timeoutMs as number) <= 0 || (timeoutMs as number) > 600000))
+          throw new DvsError('EDVSINVAL', 'migrate: timeoutMs must be an integer in [1, 600000]');
+        return this.migrate({ dc, ep, to, method, quiesceTimeoutMs, timeoutMs } as MigrateOptions & { timeoutMs?: number });
+      }
+      case 'migrations':
+        return this.migrationList();
       case 'fault': {
         if (req.partition !== undefined) {
           const p = req.partition;
@@ -747,6 +823,7 @@ export class Agent {
 
   private clientGone(conn: ControlConnection): void {
     if (conn.watcher) this.watchers.delete(conn.watcher as Watcher);
+    if (!this.stopped) this.migrations.connClosed(conn);
     if (!this.clients.delete(conn) || this.stopped) return;
     // The process is exiting or dead: reclaim what it held now (and once more
     // shortly, in case it was still being torn down).

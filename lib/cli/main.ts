@@ -6,6 +6,7 @@ import { demo, demoPeer } from './demo.js';
 import { agent, agentHelp } from './agent.js';
 import { dc, dcHelp } from './dc.js';
 import { lookup, lookupHelp } from './lookup.js';
+import { migrate, migrateHelp } from './migrate.js';
 import { nodes, nodesHelp } from './nodes.js';
 import { ps, psHelp } from './ps.js';
 import { serve, serveHelp } from './serve.js';
@@ -18,6 +19,7 @@ const commands: Record<string, { run: (f: Flags) => Promise<number>; help: strin
   ps: { run: ps, help: psHelp },
   dc: { run: dc, help: dcHelp },
   lookup: { run: lookup, help: lookupHelp },
+  migrate: { run: migrate, help: migrateHelp },
   serve: { run: serve, help: serveHelp },
   'demo-peer': { run: demoPeer, help: '' },
 };

@@ -9,6 +9,7 @@
 import type { NodeRow, PsResult, WatchEvent, WatchSnapshot, WireEntry } from '../agent/agent.js';
 import { ControlClient, defaultNamespace } from '../agent/control.js';
 import type { DcInfo } from '../dc/dc-table.js';
+import type { MigrateOptions, MigrationRecord } from '../migration/index.js';
 import { DvsError } from '../errors.js';
 import { TypedEmitter, type View } from '../membership/membership.js';
 import { checkDc, checkEp, checkName, checkNode, checkTimeout } from '../validate.js';
@@ -56,7 +57,7 @@ export interface PsOptions {
 /** @internal How a Cluster reaches its agent (a control connection, or the agent itself in-process). */
 export interface ClusterSource {
   readonly node: number;
-  request(op: string, args: Record<string, unknown>): Promise<unknown>;
+  request(op: string, args: Record<string, unknown>, timeoutMs?: number): Promise<unknown>;
   /** While true, the source keeps the process alive (someone waits for a bind). */
   keepAlive?(on: boolean): void;
   close(): void;
@@ -226,6 +227,32 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     return (await this.source.request('ps', { cluster: true })) as PsResult;
   }
 
+  /**
+   * Moves service endpoint `ep` of `dc` (served by \`dvs serve\`) to node `to`,
+   * transparently for its clients: their messages and calls wait during the
+   * switch and then go to the new node; nothing is lost, duplicated or
+   * reordered. Resolves with the committed record (from, to, downtimeMs,
+   * totalMs, messages moved...). On a failure the migration is rolled back
+   * (the service keeps serving at its source) and the promise rejects with the
+   * cause. Refusals, with no effect: EDVSNOTBIND (not bound anywhere),
+   * EDVSNODCNODE (`to` is not in the DC), EDVSBUSY (already migrating),
+   * EDVSNOSYS (method 'ptrace' or 'criu': not available yet).
+   */
+  async migrate(o: MigrateOptions & { timeoutMs?: number }): Promise<MigrationRecord> {
+    this.open();
+    if (o === null || typeof o !== 'object') throw new DvsError('EDVSINVAL', 'migrate takes { dc, ep, to, method }');
+    const { dc, ep, to, method, quiesceTimeoutMs, timeoutMs } = o;
+    checkDc(dc);
+    checkEp(ep);
+    checkNode(to);
+    const wait = timeoutMs === undefined ? 120_000 : checkTimeout(timeoutMs);
+    if (wait <= 0) throw new DvsError('EDVSINVAL', 'timeoutMs must be > 0');
+    const args: Record<string, unknown> = { dc, ep, to, method: method ?? 'state' };
+    if (quiesceTimeoutMs !== undefined) args.quiesceTimeoutMs = quiesceTimeoutMs;
+    if (timeoutMs !== undefined) args.timeoutMs = wait;
+    return (await this.source.request('migrate', args, wait + 5000)) as MigrationRecord;
+  }
+
   /** Stops following the agent: pending waitForBind calls fail with EDVSNOTCONN; later calls throw it. */
   close(): void {
     if (this.closedBy) return;
@@ -339,7 +366,7 @@ export async function connectCluster(opts: ConnectOptions = {}): Promise<Cluster
     throw e;
   }
   const cluster = new Cluster(
-    { node, request: (op, args) => client.request(op, args, Math.max(ms, 10000)), keepAlive: (on) => client.keepAlive(on), close: () => client.close() },
+    { node, request: (op, args, timeoutMs) => client.request(op, args, timeoutMs ?? Math.max(ms, 10000)), keepAlive: (on) => client.keepAlive(on), close: () => client.close() },
     snap,
   );
   c = cluster;
