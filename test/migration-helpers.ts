@@ -3,7 +3,9 @@
 // mig-kv service under `dvs serve`, client processes (mig-client fixture),
 // and the cleanup of service processes that agents started (a migration's
 // destination process is the agent's child, detached: killed by pid here).
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Test } from 'tap';
 import { attach, connectCluster, type Cluster, type Endpoint, type Node } from '../lib/index.js';
 import type { MigrationRecord, MigrationsList } from '../lib/migration/index.js';
@@ -57,6 +59,11 @@ export async function startMigCluster(t: T, ns: string, opts: { deadAfterMs?: nu
   const agents = await startCluster(t, ns, [1, 2, 3], { extra: ['--dc', opts.dcs ?? '1:1,2,3'], deadAfterMs: opts.deadAfterMs });
   const clusters = await Promise.all([1, 2, 3].map((n) => connectCluster({ node: n, namespace: ns })));
   t.teardown(() => clusters.forEach((c) => c.close()));
+  // Service logs (the agents write their service processes' output there) and images a killed agent left.
+  t.teardown(() => {
+    for (const [dir, prefix] of [[tmpdir(), `dvs-${ns}-`], ['/dev/shm', `dvs-mig.${ns}.`]])
+      for (const f of existsSync(dir) ? readdirSync(dir) : []) if (f.startsWith(prefix)) rmSync(join(dir, f), { force: true });
+  });
   const node = attach({ node: 1, namespace: ns });
   t.teardown(() => node.detach());
   const probe = node.bind(DC, 99);
@@ -64,17 +71,17 @@ export async function startMigCluster(t: T, ns: string, opts: { deadAfterMs?: nu
 }
 
 /** `dvs serve` of the mig-kv fixture on (DC, ep) at `node`; resolves once it serves and every agent knows it. */
-export async function startService(t: T, mc: MigCluster, node: number, ep = SERVICE_EP): Promise<Child> {
-  const c = spawnCli(t, 'serve', ['serve', SERVICE, '--dc', String(DC), '--ep', String(ep), '--node', String(node), '--namespace', mc.ns, '--json']);
+export async function startService(t: T, mc: MigCluster, node: number, ep = SERVICE_EP, dc = DC): Promise<Child> {
+  const c = spawnCli(t, 'serve', ['serve', SERVICE, '--dc', String(dc), '--ep', String(ep), '--node', String(node), '--namespace', mc.ns, '--json']);
   mc.pids.add(c.pid);
   for (;;) {
     const l = JSON.parse(await c.line(20000)) as { event?: string };
     if (l.event === 'serving') break;
   }
-  await Promise.all(mc.clusters.map((cl) => cl.waitForBind(DC, ep, { timeoutMs: 10000 })));
+  await Promise.all(mc.clusters.map((cl) => cl.waitForBind(dc, ep, { timeoutMs: 10000 })));
   // The service registers with its agent right after its bind: wait until it is migratable.
   const deadline = Date.now() + 10000;
-  while (!(await mc.agents[node - 1].request<MigrationsList>('migrations')).services.some((s) => s.ep === ep)) {
+  while (!(await mc.agents[node - 1].request<MigrationsList>('migrations')).services.some((s) => s.dc === dc && s.ep === ep)) {
     if (Date.now() > deadline) throw new Error(`the service on node ${node} did not register with its agent`);
     await sleep(20);
   }

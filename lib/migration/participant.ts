@@ -18,7 +18,7 @@
 //     rollback: clear the mark, mig-resume.
 // It also keeps the registry of `dvs serve` services of this node ({op:'service'}).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -130,7 +130,15 @@ export class Participant {
   /** (dc, ep) → the service registered for it. */
   readonly services = new Map<number, ServiceRec>();
 
-  constructor(private readonly h: MigrationHost) {}
+  constructor(private readonly h: MigrationHost) {
+    // Images a previous agent of this node left behind (killed during a migration).
+    const prefix = `dvs-mig.${h.namespace}.${h.node}.`;
+    try {
+      for (const f of readdirSync(SHM)) if (f.startsWith(prefix)) removeFile(join(SHM, f));
+    } catch {
+      /* nothing to sweep */
+    }
+  }
 
   // ---------------------------------------------------------------- services
 
