@@ -6,9 +6,10 @@ import { hostInfo } from './host.js';
 import { UsageError, type Suite } from './suite.js';
 import { localSuite } from './suites/local.js';
 import { membershipSuite } from './suites/membership.js';
+import { migrationSuite } from './suites/migration.js';
 import { udpSuite } from './suites/udp.js';
 
-const SUITES: ReadonlyMap<string, Suite> = new Map([localSuite, udpSuite, membershipSuite].map((suite) => [suite.name, suite]));
+const SUITES: ReadonlyMap<string, Suite> = new Map([localSuite, udpSuite, membershipSuite, migrationSuite].map((suite) => [suite.name, suite]));
 
 async function main(argv: readonly string[]): Promise<number> {
   const args = parseCli(argv);
