@@ -45,6 +45,19 @@ export class ServeProc {
     }
   }
 
+  /** Reads stdout lines until a module's own JSON line {"fixture": what} (event lines in between are skipped). */
+  async fixture(what: string, ms = 20000): Promise<void> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const l = await this.child.line(Math.max(1, deadline - Date.now()));
+      try {
+        if ((JSON.parse(l) as { fixture?: unknown }).fixture === what) return;
+      } catch {
+        /* not JSON */
+      }
+    }
+  }
+
   /** Reads event lines until one named `name`; returns it. */
   async until(name: string, ms = 20000): Promise<ServeEventLine> {
     const deadline = Date.now() + ms;
@@ -75,14 +88,18 @@ export async function callJson<R = Record<string, unknown>>(ep: Endpoint, dst: n
 }
 
 /**
- * A client of examples/kv.js: round after round, a one-way put of its seq
- * under its own key, then a call get of that key carrying the same seq — the
- * answer must be that seq (the put went first: per-sender order, across a
- * migration too). Errors are collected, never thrown.
+ * A client of examples/kv.js: round after round, `burst` one-way puts of
+ * consecutive seqs under its own key, sent without waiting for each other
+ * (they queue up in the service's mailbox), then a call get of that key
+ * carrying the next seq — the answer must be the last put's seq (the puts
+ * went first: per-sender order, across a migration too). Errors are
+ * collected, never thrown.
  */
 export class KvClient {
+  /** One-way messages sent (their seqs are 0..sent-1 in call/send order). */
   sent = 0;
   calls = 0;
+  private seq = 0;
   readonly errors: string[] = [];
   private running = true;
   private readonly done: Promise<void>;
@@ -91,22 +108,28 @@ export class KvClient {
     readonly ep: Endpoint,
     readonly server: number,
     readonly key: string,
+    readonly burst = 8,
   ) {
     this.done = this.loop();
   }
 
   private async loop(): Promise<void> {
     while (this.running) {
-      const seq = this.sent;
+      const first = this.seq;
       try {
-        await this.ep.send(this.server, JSON.stringify({ op: 'put', key: this.key, value: seq, seq }), { timeoutMs: 30000 });
-        this.sent++;
-        const r = await callJson<{ found: boolean; value: unknown }>(this.ep, this.server, { op: 'get', key: this.key, seq }, 30000);
+        const puts: Promise<void>[] = [];
+        for (let k = 0; k < this.burst; k++) {
+          const seq = this.seq++;
+          puts.push(this.ep.send(this.server, JSON.stringify({ op: 'put', key: this.key, value: seq, seq }), { timeoutMs: 30000 }));
+        }
+        await Promise.all(puts);
+        this.sent += this.burst;
+        const r = await callJson<{ found: boolean; value: unknown }>(this.ep, this.server, { op: 'get', key: this.key, seq: this.calls }, 30000);
         this.calls++;
-        if (r.value !== seq) this.errors.push(`${this.key}: get after put ${seq} answered ${JSON.stringify(r)}`);
+        if (r.value !== this.seq - 1) this.errors.push(`${this.key}: get after puts ${first}..${this.seq - 1} answered ${JSON.stringify(r)}`);
       } catch (e) {
-        this.errors.push(`${this.key} round ${seq}: ${(e as Error).message}`);
-        await sleep(20);
+        this.errors.push(`${this.key} round from ${first}: ${(e as Error).message}`);
+        this.running = false;  // the seqs are no longer consecutive: stop, the test fails on the error
       }
     }
   }
@@ -135,7 +158,7 @@ interface Track {
 }
 
 /** Checks examples/kv.js's per-sender record for a KvClient: every message once, in order. */
-export async function checkKv(t: T & { equal(a: unknown, b: unknown, m?: string): boolean }, probe: Endpoint, server: number, clients: { node: number; c: KvClient }[]): Promise<void> {
+export async function checkKv(t: T, probe: Endpoint, server: number, clients: { node: number; c: KvClient }[]): Promise<void> {
   const st = await callJson<{ senders: Record<string, { calls: Track; sends: Track }> }>(probe, server, { op: 'stats' });
   for (const { node, c } of clients) {
     const s = st.senders[`${node}:${c.ep.ep}`];
