@@ -2,7 +2,8 @@
 // dvs — command-line entry point: one file per command in this folder.
 import { DvsError } from '../errors.js';
 import { parseArgs, type Flags } from './args.js';
-import { demo, demoPeer } from './demo.js';
+import { demo, demoHelp, demoPeer } from './demo.js';
+import { demoClient } from './demo-client.js';
 import { agent, agentHelp } from './agent.js';
 import { dc, dcHelp } from './dc.js';
 import { lookup, lookupHelp } from './lookup.js';
@@ -13,7 +14,7 @@ import { serve, serveHelp } from './serve.js';
 import { status, statusHelp } from './status.js';
 
 const commands: Record<string, { run: (f: Flags) => Promise<number>; help: string }> = {
-  demo: { run: demo, help: 'demo [--seconds N] [--size BYTES]    ping-pong between two processes, live latency' },
+  demo: { run: demo, help: demoHelp },
   agent: { run: (f) => (f.positional[0] === 'status' ? status({ ...f, positional: f.positional.slice(1) }) : agent(f)), help: `${agentHelp}\n  dvs ${statusHelp}` },
   nodes: { run: nodes, help: nodesHelp },
   ps: { run: ps, help: psHelp },
@@ -22,6 +23,7 @@ const commands: Record<string, { run: (f: Flags) => Promise<number>; help: strin
   migrate: { run: migrate, help: migrateHelp },
   serve: { run: serve, help: serveHelp },
   'demo-peer': { run: demoPeer, help: '' },
+  'demo-client': { run: demoClient, help: '' },
 };
 
 function usage(): string {

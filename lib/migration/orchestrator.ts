@@ -67,6 +67,8 @@ export interface MigrationRecord {
   totalMs?: number;
   /** Per step (ms): prepare, start, quiesce, transfer (to restored), commitDest, commitOthers, commitSource. */
   steps: Record<string, number>;
+  /** When (epoch ms, on the source's clock): START began, the freeze began, the destination served, the last COMMIT ended. */
+  at?: { start: number; freeze: number; serving?: number; end?: number };
 }
 
 const PREPARE_MS = 20_000;
@@ -159,6 +161,7 @@ export class Orchestrator {
       rec.steps.prepare = t() - t0;
       // START: client nodes first (their senders wait, their fences go out).
       tStart = t();
+      rec.at = { start: epoch(tStart), freeze: 0 };
       rec.state = 'started';
       for (const n of clients) asked.add(n);
       const started = await Promise.all(clients.map((n) => this.ask(n, { t: 'start', ...base }, START_MS).then((d) => [n, d.fenced === true] as const)));
@@ -166,6 +169,7 @@ export class Orchestrator {
       rec.steps.start = t() - tStart;
       // QUIESCE at S: the freeze.
       t0 = tFreeze = t();
+      rec.at!.freeze = epoch(tFreeze);
       const img = await this.part.sourceQuiesce(id, rec.fenced, quiesceMs);
       rec.state = 'quiesced';
       rec.imageBytes = img.bytes;
@@ -179,10 +183,12 @@ export class Orchestrator {
       // TRANSFER to D; RESTORE there, and COMMIT there right after (adopt + the image's messages answered).
       t0 = t();
       const bytes = this.part.sourceImage(id);
+      this.part.trace(id, 'image read');
       if (bytes.length !== img.bytes) throw new DvsError('EDVSINVAL', `the image file holds ${bytes.length} bytes, the runtime said ${img.bytes}`);
       const chunks = Math.max(1, Math.ceil(bytes.length / CHUNK_BYTES));
       for (let i = 0; i < chunks; i++) this.h.sendBytes(to, encodeChunk(id, i, bytes.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES)));
       rec.state = 'transferred';
+      this.part.trace(id, 'chunks sent');
       this.onProgress.set(id, () => {
         rec.state = 'restored';
         rec.steps.transfer = t() - t0;
@@ -200,6 +206,7 @@ export class Orchestrator {
         this.onProgress.delete(id);
       }
       adopted = true;
+      this.part.trace(id, 'destination committed');
       rec.pid = d.pid as number;
       rec.gen = d.gen as number;
       const num = (k: string): number | undefined => (typeof d[k] === 'number' ? (d[k] as number) : undefined);
@@ -207,6 +214,7 @@ export class Orchestrator {
       rec.steps.restoreCommit = t() - t0;
       for (const [k, n] of [['restoreAtDest', 'restoreMs'], ['writeAtDest', 'writeMs'], ['adoptToServing', 'adoptToServingMs']] as const) if (num(n) !== undefined) rec.steps[k] = num(n)!;
       rec.downtimeMs = t() - tFreeze - after;
+      rec.at!.serving = epoch(tFreeze + rec.downtimeMs);
     } catch (e) {
       if (adopted) throw e;  // (not reached: nothing after adopted throws)
       rec.state = 'rolled back';
@@ -240,6 +248,7 @@ export class Orchestrator {
     this.part.sourceCommit(id, to, rec.gen!, rec.pid!);
     rec.steps.commitSource = t() - t0;
     rec.totalMs = t() - tStart;
+    rec.at!.end = epoch(tStart + rec.totalMs);
     rec.state = 'committed';
     log('migration: committed', { downtimeMs: round(rec.downtimeMs!), totalMs: round(rec.totalMs), messages: rec.messages, bytes: rec.imageBytes });
     return rec;
@@ -300,6 +309,10 @@ export class Orchestrator {
     }
     this.asks.clear();
   }
+}
+
+function epoch(perfNow: number): number {
+  return Math.round((performance.timeOrigin + perfNow) * 1000) / 1000;
 }
 
 function round(x: number): number {

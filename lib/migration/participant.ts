@@ -175,6 +175,7 @@ export class Participant {
           rows.push(c.length === 5 ? [c[0], c[2], c[3], c[4]] : (c as number[]));
         }
         const messages = (req as { messages?: unknown }).messages;
+        this.trace(p.id, 'image');
         this.settle(p, 'image', { file, bytes, messages: Number.isSafeInteger(messages) ? messages : undefined, calls: rows });
         return { ok: true };
       }
@@ -195,11 +196,13 @@ export class Participant {
         if (req.op === 'mig-restored' && mig !== undefined && mig !== p.id) throw new DvsError('EDVSINVAL', `mig-restored: migration ${String(mig)}, expected ${p.id}`);
         p.conn = conn;
         (conn as { migration?: Part }).migration = p;
+        this.trace(p.id, req.op);
         this.settle(p, req.op === 'mig-standby' ? 'standby' : 'restored', { pid: p.childPid });
         return { ok: true };
       }
       case 'mig-serving': {
         const p = this.partOf(req, 'dest');
+        this.trace(p.id, 'serving');
         this.settle(p, 'serving', {});
         return { ok: true };
       }
@@ -257,6 +260,7 @@ export class Participant {
       return;
     }
     if (c.index > 4096) return;
+    if (c.index === 0) this.trace(p.id, 'chunk 0');
     p.chunks[c.index] = c.bytes;
   }
 
@@ -354,6 +358,7 @@ export class Participant {
     const image = Buffer.concat(parts as Buffer[]);
     p.chunks = [];
     if (image.length !== m.bytes) throw new DvsError('EDVSINVAL', `migration ${m.id}: image of ${image.length} bytes, ${m.bytes} announced`);
+    this.trace(p.id, 'restore step');
     const t0 = performance.now();
     p.file = imagePath(this.h.namespace, this.h.node, m.id, 'dst');
     writeFileSync(p.file, image);
@@ -423,9 +428,11 @@ export class Participant {
     if (p.role === 'dest') {
       if (!p.childPid || p.childExit) throw new DvsError('EDVSSRCDIED', `migration ${m.id}: the restored process is gone (${p.childExit ?? 'never started'})`);
       const t0 = performance.now();
+      this.trace(p.id, 'adopt');
       this.h.engine.adopt(p.dc, p.ep, p.childPid);  // the point of no return
       p.adopted = true;
       this.h.pins.pin(p.dc, p.ep, this.h.node, 0, p.childPid, p.name, true);
+      this.trace(p.id, 'adopted');
       p.conn?.push?.({ ev: 'mig-adopt', mig: p.id, id: p.id });
       let serving = true;
       try {
@@ -511,6 +518,11 @@ export class Participant {
     }
   }
 
+  /** Debug timeline of a migration (absolute ms, comparable across the agents of one host). */
+  trace(id: number, what: string): void {
+    this.h.log('debug', 'migration step', { id, what, at: Math.round((performance.timeOrigin + performance.now()) * 1000) / 1000 });
+  }
+
   private remember(id: number, r: { gen: number; pid: number }): void {
     this.committedHere.set(id, r);
     if (this.committedHere.size > 256) this.committedHere.delete(this.committedHere.keys().next().value as number);
@@ -541,6 +553,7 @@ export class Participant {
     this.h.engine.setMigrating(p.dc, p.ep, true);
     p.flagged = true;
     p.quiesced = true;
+    this.trace(id, 'quiesce');
     svc.conn.push({ ev: 'mig-quiesce', mig: id, id, fences, timeoutMs });
     const r = (await this.wait(p, 'image', timeoutMs + 2000, 'the service to quiesce and write its image')) as ImageInfo;
     p.file = r.file;
