@@ -4,12 +4,11 @@
 // stand-in for the agents' side of the runtime protocol (the test plays the
 // orchestrator: it intercepts the runtime's requests in embedded agents and
 // pushes the migration steps itself).
-import { readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Agent, Endpoint } from '../lib/index.js';
 import type { ControlConnection, ControlRequest } from '../lib/agent/control.js';
-import type { NativeEngine } from '../lib/native.js';
 import { spawnCli } from './cluster-helpers.js';
 import { sleep, within, type Child, type T } from './helpers.js';
 
@@ -68,13 +67,15 @@ export class ServeProc {
   }
 }
 
-/** Image files a runtime of that pid left in the temp directory (a SIGKILLed one cannot remove its own). */
+const IMAGE_DIR = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+
+/** Image files a runtime of that pid left (a SIGKILLed one cannot remove its own). */
 export function imagesOf(pid: number): string[] {
-  return readdirSync(tmpdir()).filter((f) => f.startsWith(`dvs-image-${pid}-`));
+  return readdirSync(IMAGE_DIR).filter((f) => f.startsWith(`dvs-image-${pid}-`));
 }
 
 function removeImages(pid: number): void {
-  for (const f of imagesOf(pid)) rmSync(join(tmpdir(), f), { force: true });
+  for (const f of imagesOf(pid)) rmSync(join(IMAGE_DIR, f), { force: true });
 }
 
 /** A JSON call; resolves with the parsed reply. */
@@ -169,10 +170,6 @@ export async function checkKv(t: T, probe: Endpoint, server: number, clients: { 
     );
     t.same(c.errors, [], `${c.key}: no error, every get saw its put`);
   }
-}
-
-export function engineOf(a: Agent): NativeEngine {
-  return (a as unknown as { engine: NativeEngine }).engine;
 }
 
 /** The requests `dvs serve` sends its agent. */

@@ -5,7 +5,7 @@
 // DvsError EDVSINVAL, never another exception. Also `dvs serve --restore` of a
 // corrupt file: exit status 1 and the EDVSINVAL message, nothing left behind.
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import t from 'tap';
@@ -13,6 +13,8 @@ import {
   decodeImage,
   encodeImage,
   imageExpectedReplies,
+  readImageFile,
+  writeImageFile,
   IMAGE_HEADER_BYTES,
   IMAGE_MESSAGE_HEADER_BYTES,
   IMAGE_TRAILER_BYTES,
@@ -88,6 +90,27 @@ t.test('round trip: state, the three kinds of messages, their fields and payload
   );
   tt.same([...imageExpectedReplies(back, 2)], [3, 21, 6, 0xfffffffe, 4100], 'and on node 2');
   tt.equal(codeOf(() => encodeImage({ ...img, id: 0 })), 'EDVSINVAL', 'id 0 cannot be encoded');
+});
+
+t.test('image files: written in pieces (the state is not copied), read back whole, into a scratch buffer when it fits', async (tt) => {
+  const dir = join(tmpdir(), `dvs-serve-image-files-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const img = { ...sample(), state: pattern(300000, 5) };
+  const f = join(dir, 'a.img');
+  const n = writeImageFile(f, img);
+  const whole = encodeImage(img);
+  tt.equal(n, whole.length, 'writeImageFile returns the size');
+  const fresh = readImageFile(f);
+  tt.equal(Buffer.compare(fresh, whole), 0, 'the file is byte for byte what encodeImage builds');
+  const scratch = Buffer.alloc(1 << 20, 0xee);
+  const inScratch = readImageFile(f, scratch);
+  tt.equal(inScratch.buffer, scratch.buffer, 'read into the scratch buffer when it fits');
+  tt.same(plain(decodeImage(inScratch)), plain(img), 'and decodes to the same image');
+  const small = readImageFile(f, Buffer.alloc(100));
+  tt.equal(Buffer.compare(small, whole), 0, 'a scratch buffer too small: read into a new one');
+  tt.equal(statSync(f).mode & 0o777, 0o600, 'the file is private (mode 0600)');
+  tt.throws(() => readImageFile(join(dir, 'missing.img')), { code: 'ENOENT' }, 'a missing file: the fs error (the runtime wraps it)');
 });
 
 t.test('truncated at every length, and every byte flipped: EDVSINVAL', async (tt) => {

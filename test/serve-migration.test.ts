@@ -18,9 +18,9 @@ import { attach, startAgent, type Agent, type Endpoint, type Node } from '../lib
 import { silentLogger } from '../lib/agent/log.js';
 import type { ControlConnection } from '../lib/agent/control.js';
 import { decodeImage, imageExpectedReplies, type ServiceImage } from '../lib/serve/image.js';
-import { freeUdpPorts } from './cluster-helpers.js';
+import { engineOf, freeUdpPorts, until } from './cluster-helpers.js';
 import { fixturePath, ROOT, shmFiles, sleep, uniqueNs, within } from './helpers.js';
-import { callJson, checkKv, engineOf, imagesOf, KvClient, RuntimeRequests, ServeProc } from './serve-helpers.js';
+import { callJson, checkKv, imagesOf, KvClient, RuntimeRequests, ServeProc } from './serve-helpers.js';
 
 const KV = resolve(ROOT, 'examples', 'kv.js');
 const DC = 1;
@@ -66,14 +66,6 @@ interface Service {
   node: number;
   proc: ServeProc;
   conn: ControlConnection;
-}
-
-async function until(what: string, f: () => boolean, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 /** `dvs serve MODULE ARGS` on `node`; resolves once it registered with its agent (and the other node knows the endpoint). */

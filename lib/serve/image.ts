@@ -4,6 +4,7 @@
 // checksummed; the decoder validates every field and length, so a truncated,
 // corrupt or hostile file is a DvsError (EDVSINVAL), never a crash.
 import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readSync, writevSync } from 'node:fs';
 import { DvsError } from '../errors.js';
 import { isName, MAX_DC, MAX_EP, MAX_NODE, MAX_PAYLOAD } from '../validate.js';
 
@@ -62,56 +63,95 @@ function u32ok(v: unknown): v is number {
   return Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
 }
 
-/** Serializes an image (see docs/DESIGN.md "Service image"). */
-export function encodeImage(img: ServiceImage): Buffer {
+/**
+ * Serializes an image as the pieces of the file, without copying the state
+ * (a fresh buffer costs more in page faults than the copy itself): [header
+ * and metadata, state, messages, SHA-256]. `writeImageFile` writes them with
+ * one writev; `encodeImage` concatenates them.
+ */
+export function encodeImageParts(img: ServiceImage): { parts: Uint8Array[]; bytes: number } {
   if (!u32ok(img.id) || img.id === 0) throw new DvsError('EDVSINVAL', `image id must be an integer in [1, 2^32), got ${String(img.id)}`);
   const meta = Buffer.from(JSON.stringify({ module: img.module, args: img.args, name: img.name }));
   if (meta.length > MAX_META) throw new DvsError('EDVSINVAL', `image metadata is ${meta.length} bytes; the limit is ${MAX_META}`);
   const state = img.state;
   const stateLen = state ? state.byteLength : 0;
   if (stateLen > 0xffffffff) throw new DvsError('EDVS2BIG', `snapshot is ${stateLen} bytes; an image holds at most 4 GiB - 1`);
-  let total = IMAGE_HEADER_BYTES + meta.length + stateLen + IMAGE_TRAILER_BYTES;
-  for (const m of img.messages) total += IMAGE_MESSAGE_HEADER_BYTES + m.payload.byteLength;
-  const buf = Buffer.allocUnsafe(total);
+  const head = Buffer.allocUnsafe(IMAGE_HEADER_BYTES + meta.length);
+  head.writeUInt32LE(IMAGE_MAGIC, 0);
+  head.writeUInt16LE(IMAGE_VERSION, 4);
+  head.writeUInt16LE(state ? FLAG_STATE : 0, 6);
+  [img.id, img.dc, img.ep, img.node, meta.length, stateLen, img.messages.length, 0].forEach((v, i) => head.writeUInt32LE(v >>> 0, 8 + i * 4));
+  meta.copy(head, IMAGE_HEADER_BYTES);
+  let msgBytes = 0;
+  for (const m of img.messages) msgBytes += IMAGE_MESSAGE_HEADER_BYTES + m.payload.byteLength;
+  const msgs = Buffer.allocUnsafe(msgBytes);
   let o = 0;
-  const u32 = (v: number): void => {
-    buf.writeUInt32LE(v >>> 0, o);
-    o += 4;
-  };
-  u32(IMAGE_MAGIC);
-  buf.writeUInt16LE(IMAGE_VERSION, o);
-  buf.writeUInt16LE(state ? FLAG_STATE : 0, o + 2);
-  o += 4;
-  u32(img.id);
-  u32(img.dc);
-  u32(img.ep);
-  u32(img.node);
-  u32(meta.length);
-  u32(stateLen);
-  u32(img.messages.length);
-  u32(0);
-  meta.copy(buf, o);
-  o += meta.length;
-  if (state) {
-    buf.set(state, o);
-    o += stateLen;
-  }
   for (const m of img.messages) {
     const k = KIND_CODE[m.kind];
     if (k === undefined) throw new DvsError('EDVSINVAL', `image message kind must be send, call or notify, got ${String(m.kind)}`);
-    buf.writeUInt32LE(k, o);  // kind in the low byte, 3 reserved zero bytes
-    o += 4;
-    u32(m.src);
-    u32(m.srcNode);
-    u32(m.srcGen);
-    u32(m.callId);
-    u32(m.bits);
-    u32(m.payload.byteLength);
-    buf.set(m.payload, o);
+    // kind in the low byte, 3 reserved zero bytes; then src, srcNode, srcGen, callId, bits, payload length
+    [k, m.src, m.srcNode, m.srcGen, m.callId, m.bits, m.payload.byteLength].forEach((v, i) => msgs.writeUInt32LE(v >>> 0, o + i * 4));
+    o += IMAGE_MESSAGE_HEADER_BYTES;
+    msgs.set(m.payload, o);
     o += m.payload.byteLength;
   }
-  createHash('sha256').update(buf.subarray(0, o)).digest().copy(buf, o);
-  return buf;
+  const parts: Uint8Array[] = state ? [head, state, msgs] : [head, msgs];
+  const hash = createHash('sha256');
+  for (const part of parts) hash.update(part);
+  parts.push(hash.digest());
+  return { parts, bytes: head.length + stateLen + msgBytes + IMAGE_TRAILER_BYTES };
+}
+
+/** Serializes an image (see docs/DESIGN.md "Service image") into one buffer. */
+export function encodeImage(img: ServiceImage): Buffer {
+  const { parts, bytes } = encodeImageParts(img);
+  return Buffer.concat(parts, bytes);
+}
+
+/** Writes an image file (mode 0600) without assembling it in memory first; returns its size. */
+export function writeImageFile(file: string, img: ServiceImage): number {
+  const { parts, bytes } = encodeImageParts(img);
+  const fd = openSync(file, 'w', 0o600);
+  try {
+    let written = 0;
+    while (written < bytes) {
+      // writev may write less than asked: go on from where it stopped.
+      let skip = written;
+      const rest: Uint8Array[] = [];
+      for (const part of parts) {
+        if (skip >= part.byteLength) skip -= part.byteLength;
+        else {
+          rest.push(skip ? part.subarray(skip) : part);
+          skip = 0;
+        }
+      }
+      written += writevSync(fd, rest);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return bytes;
+}
+
+/**
+ * Reads an image file; into `scratch` (a buffer whose pages are already
+ * touched: faulting in fresh memory costs more than reading) when it fits.
+ */
+export function readImageFile(file: string, scratch?: Buffer): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const buf = scratch && scratch.length >= size ? scratch.subarray(0, size) : Buffer.allocUnsafe(size);
+    let got = 0;
+    while (got < size) {
+      const n = readSync(fd, buf, got, size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return got === size ? buf : buf.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function bad(what: string): DvsError {

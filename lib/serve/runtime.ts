@@ -11,7 +11,7 @@
 //                image's messages, → 'mig-serving', serve.  (--standby: load
 //                and attach first, → 'mig-standby'; mig-restore {file} → as
 //                --restore FILE from there.)  mig-abort → exit 1.
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defaultNamespace } from '../agent/control.js';
@@ -21,7 +21,7 @@ import { Message, type ReplyTarget } from '../message.js';
 import { attach, type Node } from '../node.js';
 import { checkDc, checkEp, checkName, checkNode } from '../validate.js';
 import { AgentLink, type Push } from './agent-link.js';
-import { decodeImage, encodeImage, type ImageMessage, type ServiceImage } from './image.js';
+import { decodeImage, encodeImage, readImageFile, writeImageFile, type ImageMessage, type ServiceImage } from './image.js';
 import { errorPayload, isThenable, loadModule, modulePath, Msg, replyPayload, snapshotBytes, type ServiceContext, type ServiceModule } from './module-host.js';
 
 export interface ServeOptions {
@@ -48,23 +48,33 @@ export interface ServeOptions {
 
 export type ServeEvent =
   | { event: 'serving'; dc: number; ep: number; node: number; pid: number; module: string; restored: boolean; migratable: boolean }
-  | { event: 'quiesced'; mig: number; messages: number; stateBytes: number; imageBytes: number; file: string }
+  | { event: 'quiesced'; mig: number; messages: number; stateBytes: number; imageBytes: number; file: string; ms: { drain: number; snapshot: number; write: number } }
   | { event: 'resumed'; mig: number; messages: number }
   | { event: 'failed'; mig: number; code: string; message: string }
   | { event: 'detached'; mig: number }
-  | { event: 'restored'; mig: number; messages: number; stateBytes: number }
+  | { event: 'restored'; mig: number; messages: number; stateBytes: number; ms: { read: number; init: number; restore: number } }
   | { event: 'stopped' };
 
 type State = 'starting' | 'standby' | 'serving' | 'draining' | 'quiesced' | 'restoring' | 'adopting' | 'ended';
 
 interface Migration {
   id: number;
+  /** When the quiesce was pushed (performance.now()). */
+  t0: number;
   /** Nodes whose fence (token = id) must be seen before the image is taken. */
   need: number[];
   timer: NodeJS.Timeout | null;
   file: string | null;
 }
 
+/**
+ * A standby process reads its image into a buffer of this size touched in
+ * advance (outside the freeze): faulting in fresh pages costs more than the
+ * read itself (≈ 4 ms per MiB on a small VM).
+ */
+const STANDBY_SCRATCH_BYTES = 4 << 20;
+/** Where a source writes its image: memory (/dev/shm) when there is one. */
+const IMAGE_DIR = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
 /** Quiesce timeout when the agent gives none. */
 const DEFAULT_QUIESCE_MS = 5000;
 /** Fence tokens remembered (a fence may arrive before its quiesce push). */
@@ -84,10 +94,10 @@ function pushId(p: Push): number | null {
 }
 
 /** Reads and checks an image for endpoint (dc, ep) of module `abs` (EDVSINVAL otherwise). */
-function readImage(file: string, dc: number, ep: number, abs: string): ServiceImage {
+function readImage(file: string, dc: number, ep: number, abs: string, scratch?: Buffer): ServiceImage {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(file);
+    bytes = readImageFile(file, scratch);
   } catch (e) {
     throw new DvsError('EDVSINVAL', `cannot read the image ${file}: ${(e as Error).message}`);
   }
@@ -95,6 +105,10 @@ function readImage(file: string, dc: number, ep: number, abs: string): ServiceIm
   if (image.dc !== dc || image.ep !== ep) throw new DvsError('EDVSINVAL', `the image is of endpoint ${image.dc}:${image.ep}, not ${dc}:${ep}`);
   if (image.module !== abs) throw new DvsError('EDVSINVAL', `the image is of module ${image.module}, not ${abs}`);
   return image;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }
 
 function codeOf(e: unknown): string {
@@ -138,6 +152,8 @@ export class ServiceRuntime {
   private name: string;
   /** At a destination: the image being restored. */
   private image: ServiceImage | null = null;
+  /** A standby's pre-touched read buffer for the image. */
+  private scratch: Buffer | undefined;
   private readonly emit: (e: ServeEvent) => void;
   private readonly warnFn: (msg: string) => void;
 
@@ -181,13 +197,15 @@ export class ServiceRuntime {
       throw new DvsError('EDVSINVAL', 'args must be an array of strings');
     if (opts.restore !== undefined && opts.standby) throw new DvsError('EDVSINVAL', 'restore and standby exclude each other');
     const abs = modulePath(opts.module);
+    const t0 = performance.now();
     const image = opts.restore !== undefined ? readImage(opts.restore, dc, ep, abs) : null;
+    const readMs = performance.now() - t0;
     const mod = await loadModule(abs);
     const namespace = defaultNamespace(opts.namespace);
     const node = attach({ node: nodeId, namespace });
     const rt = new ServiceRuntime({ ...opts, dc, ep }, mod, node, abs);
     try {
-      await rt.open(namespace, nodeId, image, !!opts.standby);
+      await rt.open(namespace, nodeId, image, !!opts.standby, readMs);
     } catch (e) {
       rt.teardown();
       throw e;
@@ -212,7 +230,7 @@ export class ServiceRuntime {
 
   // ------------------------------------------------------------ start-up
 
-  private async open(namespace: string, nodeId: number, image: ServiceImage | null, standby: boolean): Promise<void> {
+  private async open(namespace: string, nodeId: number, image: ServiceImage | null, standby: boolean, readMs: number): Promise<void> {
     const dest = image !== null || standby;
     try {
       this.link = await AgentLink.connect(namespace, nodeId, (m) => this.warn(m));
@@ -225,15 +243,35 @@ export class ServiceRuntime {
       this.link.onClose = (err) => this.onLinkClosed(err);
     }
     if (standby) {
+      // Outside the freeze: touch the read buffer, and run the image code once.
+      this.scratch = Buffer.allocUnsafeSlow(STANDBY_SCRATCH_BYTES).fill(0);  // written: every page faulted in now (Buffer.alloc's zero pages are not)
+      this.warmUp();
       this.state = 'standby';
       this.link!.send('mig-standby', { dc: this.dc, ep: this.epNum, pid: process.pid });
       return;
     }
-    if (image) return this.restoreImage(image);
+    if (image) return this.restoreImage(image, readMs);
     if (this.mod.init) await this.mod.init(this.context(false));
     this.ep = this.node.bind(this.dc, this.epNum, this.name ? { name: this.name } : undefined);
     this.state = 'serving';
     this.announce(false);
+    if (this.link) setImmediate(() => this.warmUp());
+  }
+
+  /**
+   * Runs the image code once on a tiny image (encode, write, decode): the
+   * first run in a process is several times slower than the next (compiling,
+   * crypto set-up), and it should not be the one inside a freeze.
+   */
+  private warmUp(): void {
+    if (this.finished) return;
+    const tiny: ServiceImage = { id: 1, ...this.identity(), state: EMPTY, messages: [{ kind: 'call', src: 0, srcNode: 0, srcGen: 0, callId: 0, bits: 0, payload: EMPTY }] };
+    try {
+      writeImageFile('/dev/null', tiny);
+    } catch {
+      /* no /dev/null: only the first image is slower */
+    }
+    decodeImage(encodeImage(tiny));
   }
 
   private context(restoring: boolean): ServiceContext {
@@ -241,13 +279,16 @@ export class ServiceRuntime {
   }
 
   /** At a destination: init() and restore() from the image, then wait for mig-adopt. Failures are reported, then thrown. */
-  private async restoreImage(img: ServiceImage): Promise<void> {
+  private async restoreImage(img: ServiceImage, readMs: number): Promise<void> {
     this.image = img;
     this.args = img.args;
     this.name = img.name;
+    const t0 = performance.now();
+    let t1 = t0;
     try {
       if (img.state && !this.mod.restore) throw new DvsError('EDVSINVAL', `the image carries state but ${this.moduleAbs} has no restore(bytes)`);
       if (this.mod.init) await this.mod.init(this.context(true));
+      t1 = performance.now();
       try {
         if (img.state) await this.mod.restore!(img.state);
       } catch (e) {
@@ -260,7 +301,8 @@ export class ServiceRuntime {
     if (this.finished) throw new DvsError('EDVSNOTCONN', 'the agent connection closed while restoring');
     this.state = 'restoring';
     this.link?.send('mig-restored', { mig: img.id, dc: this.dc, ep: this.epNum, pid: process.pid });
-    this.emit({ event: 'restored', mig: img.id, messages: img.messages.length, stateBytes: img.state?.byteLength ?? 0 });
+    const ms = { read: round(readMs), init: round(t1 - t0), restore: round(performance.now() - t1) };
+    this.emit({ event: 'restored', mig: img.id, messages: img.messages.length, stateBytes: img.state?.byteLength ?? 0, ms });
     this.wake();
   }
 
@@ -484,7 +526,7 @@ export class ServiceRuntime {
       return refuse('EDVSINVAL', 'mig-quiesce: fences must be an array of node numbers');
     const t = p.timeoutMs ?? DEFAULT_QUIESCE_MS;
     if (!Number.isInteger(t) || (t as number) < 1 || (t as number) > 600000) return refuse('EDVSINVAL', 'mig-quiesce: timeoutMs must be an integer in [1, 600000]');
-    const mig: Migration = { id, need: [...new Set(fences as number[])], timer: null, file: null };
+    const mig: Migration = { id, t0: performance.now(), need: [...new Set(fences as number[])], timer: null, file: null };
     mig.timer = setTimeout(() => {
       const missing = mig.need.filter((n) => !this.fences.get(id)?.has(n));
       this.failQuiesce(
@@ -532,9 +574,11 @@ export class ServiceRuntime {
       if (m.kind === 'fence' || this.isKick(m)) m.release();
       else this.keep(m);
     }
+    const t1 = performance.now();
+    let t2 = t1;
     let state: Uint8Array | null = null;
-    let buf: Buffer;
-    let file: string;
+    let bytes: number;
+    const file = join(IMAGE_DIR, `dvs-image-${process.pid}-${this.dc}-${this.epNum}-${mig.id}.img`);
     try {
       if (this.mod.snapshot) {
         let r: unknown = this.mod.snapshot();
@@ -542,9 +586,8 @@ export class ServiceRuntime {
         if (this.mig !== mig) return;  // timed out or rolled back meanwhile
         state = snapshotBytes(r);
       }
-      buf = encodeImage({ id: mig.id, ...this.identity(), state, messages: this.kept });
-      file = join(tmpdir(), `dvs-image-${process.pid}-${this.dc}-${this.epNum}-${mig.id}.img`);
-      writeFileSync(file, buf, { mode: 0o600 });
+      t2 = performance.now();
+      bytes = writeImageFile(file, { id: mig.id, ...this.identity(), state, messages: this.kept });
     } catch (e) {
       if (this.mig === mig) this.failQuiesce(mig, e);
       return;
@@ -558,8 +601,9 @@ export class ServiceRuntime {
     mig.timer = null;
     this.state = 'quiesced';
     const calls = this.kept.filter((k) => k.kind === 'call').map((k) => [k.srcNode, k.src, k.srcGen, k.callId]);
-    this.link?.send('mig-image', { mig: mig.id, file, bytes: buf.length, messages: this.kept.length, calls });
-    this.emit({ event: 'quiesced', mig: mig.id, messages: this.kept.length, stateBytes: state?.byteLength ?? 0, imageBytes: buf.length, file });
+    this.link?.send('mig-image', { mig: mig.id, file, bytes, messages: this.kept.length, calls });
+    const ms = { drain: round(t1 - mig.t0), snapshot: round(t2 - t1), write: round(performance.now() - t2) };
+    this.emit({ event: 'quiesced', mig: mig.id, messages: this.kept.length, stateBytes: state?.byteLength ?? 0, imageBytes: bytes, file, ms });
   }
 
   /** The quiesce failed (timeout, snapshot threw, …): tell the agent, and resume by ourselves. */
@@ -639,14 +683,17 @@ export class ServiceRuntime {
       if (id === null || typeof file !== 'string') throw new DvsError('EDVSINVAL', 'mig-restore needs mig and file');
       this.state = 'starting';
       let img: ServiceImage;
+      let readMs = 0;
       try {
-        img = readImage(file, this.dc, this.epNum, this.moduleAbs);
+        const t0 = performance.now();
+        img = readImage(file, this.dc, this.epNum, this.moduleAbs, this.scratch);
+        readMs = performance.now() - t0;
         if (img.id !== id) throw new DvsError('EDVSINVAL', `the image is of migration ${img.id}, not ${id}`);
       } catch (e) {
         this.link?.send('mig-failed', { mig: id, error: { code: codeOf(e), message: messageOf(e) } });
         throw e;
       }
-      await this.restoreImage(img);
+      await this.restoreImage(img, readMs);
     })().catch((e: unknown) => this.fail(e instanceof Error ? e : new Error(String(e))));
   }
 
