@@ -1,7 +1,8 @@
 /**
- * Renders a local-, udp- or membership-suite JSON result (`npm run bench --
- * local --json FILE`, `... udp --json FILE`, `... membership --json FILE`) as
- * the Markdown table the README shows: `node dist/bench/markdown.js FILE`.
+ * Renders a local-, udp-, membership- or migration-suite JSON result (`npm run
+ * bench -- local --json FILE`, `... udp --json FILE`, `... membership --json
+ * FILE`, `... migration --json FILE`) as the Markdown table the README shows:
+ * `node dist/bench/markdown.js FILE`.
  */
 import { readFileSync } from 'node:fs';
 
@@ -29,6 +30,22 @@ interface MembershipRow {
   locate_us_p50?: number | null;
   error?: string;
 }
+interface MigrationRow {
+  backend: string;
+  state_bytes: number;
+  image_bytes: number | null;
+  migrations: number;
+  downtime_ms_p50: number | null;
+  downtime_ms_p99: number | null;
+  total_ms_p50: number | null;
+  client_p99_ms: number | null;
+  steady_p99_ms: number | null;
+  lost: number | null;
+  duplicated: number | null;
+  reordered: number | null;
+  phases_ms_p50: Record<string, number>;
+  error?: string;
+}
 interface Result {
   suite?: string;
   host: { cpus: number; model: string; kernel: string; node: string };
@@ -39,7 +56,7 @@ interface Result {
 
 const file = process.argv[2];
 if (file === undefined) {
-  process.stderr.write('usage: markdown.js <local-suite.json | udp-suite.json | membership-suite.json>\n');
+  process.stderr.write('usage: markdown.js <local-suite.json | udp-suite.json | membership-suite.json | migration-suite.json>\n');
   process.exit(2);
 }
 const data = JSON.parse(readFileSync(file, 'utf8')) as Result;
@@ -59,7 +76,25 @@ const total = (t: string, key: 'lost' | 'retransmits'): string => {
   return values.length === 0 ? '–' : String(values.reduce((a, b) => a + b, 0));
 };
 
-if (data.suite === 'membership') {
+if (data.suite === 'migration') {
+  const rows = data.results as unknown as MigrationRow[];
+  const v = (x: number | null | undefined): string => (x === null || x === undefined ? '–' : String(x));
+  const size = (b: number): string => (b >= 1 << 20 ? `${b / (1 << 20)} MiB` : b >= 1 << 10 ? `${b / (1 << 10)} KiB` : `${b} B`);
+  const phase = (r: MigrationRow): string =>
+    r.error ? '–' : ['drain', 'snapshot', 'transfer', 'restore', 'resume'].map((k) => v(r.phases_ms_p50[k])).join(' / ');
+  const lines = [
+    `| backend | state | image (B) | migrations | downtime p50 (ms) | p99 | total p50 (ms) | client p99 during (ms) | steady p99 (ms) | lost | dup | reord | drain / snapshot / transfer / restore / resume p50 (ms) |`,
+    `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|`,
+    ...rows.map(
+      (r) =>
+        `| ${r.backend} | ${size(r.state_bytes)} | ${v(r.image_bytes)} | ${r.error ? '–' : r.migrations} | ${v(r.downtime_ms_p50)} | ${v(r.downtime_ms_p99)} | ` +
+        `${v(r.total_ms_p50)} | ${v(r.client_p99_ms)} | ${v(r.steady_p99_ms)} | ${v(r.lost)} | ${v(r.duplicated)} | ${v(r.reordered)} | ${phase(r)} |`,
+    ),
+  ];
+  const skipped = [...new Set(rows.filter((r) => r.error !== undefined).map((r) => `${r.backend}: ${r.error}`))];
+  const notes = skipped.length > 0 ? `\nRows without numbers: ${skipped.join('; ')}.\n` : '';
+  process.stdout.write(`${lines.join('\n')}\n${notes}\n${measuredOn('migration')}`);
+} else if (data.suite === 'membership') {
   const rows = data.results as unknown as MembershipRow[];
   const v = (x: number | null | undefined): string => (x === null || x === undefined ? '–' : String(x));
   const lines = [

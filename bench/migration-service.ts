@@ -51,7 +51,8 @@ export interface HopRecord {
   snap1: number;
   rest0: number;
   rest1: number;
-  first: number;
+  /** null: nothing was handled at the destination before it migrated again (an idle service). */
+  first: number | null;
 }
 
 interface Meta {
@@ -62,6 +63,7 @@ interface Meta {
   bytes: number;
   log: HopRecord[];
   /** Measurement points of the hop in progress (set by snapshot()). */
+  /** 0: nothing handled since the start or the last restore (an idle service). */
   lastSrc: number;
   snap0: number;
   srcPid: number;
@@ -129,13 +131,15 @@ function seen(c: unknown, s: unknown): Track | null {
   return t;
 }
 
+function record(first: number | null): void {
+  log.push({ ...pending!, first });
+  if (log.length > MAX_LOG) log.shift();
+  pending = null;
+}
+
 export function handle(msg: { kind: string; json(): unknown }): unknown {
   const t = now();
-  if (pending) {
-    log.push({ ...pending, first: t });
-    if (log.length > MAX_LOG) log.shift();
-    pending = null;
-  }
+  if (pending) record(t);
   lastHandled = t;
   if (msg.kind === 'notify') return undefined;
   const m = msg.json() as { op?: unknown; c?: unknown; s?: unknown };
@@ -163,6 +167,7 @@ export function handle(msg: { kind: string; json(): unknown }): unknown {
 /** [f64 snapshot end][u32 meta length][meta JSON][u32 key count]{[u16 key length][key][u32 value length][value]}… */
 export function snapshot(): Uint8Array {
   const snap0 = now();
+  if (pending) record(null);
   const meta: Meta = { v: 1, clients, hops, digest, bytes, log, lastSrc: lastHandled, snap0, srcPid: process.pid };
   const metaBuf = Buffer.from(JSON.stringify(meta));
   let size = 8 + 4 + metaBuf.length + 4;

@@ -54,17 +54,25 @@
  * to the service's own node (refused either way, nothing moves):
  * EDVSNOSYS → the row carries `error` and no numbers.
  *
- * Cleanup after every row (and on Ctrl-C / SIGTERM): clients stopped, the
- * service SIGTERMed, agents SIGTERMed (SIGKILL after 3 s), every service
- * process a migration started killed if still there, image files, service
- * logs and the samples directory removed; anything left in /dev/shm/dvs.<ns>.*
- * fails the row.
+ * Profiling aids (environment): DVS_BENCH_MIG_CLIENTS=N clients per node
+ * instead of 3 (0: no load, an idle cluster: no latency or sequence figures);
+ * DVS_BENCH_MIG_TRACE=DIR runs the agents with --log-level debug and keeps
+ * their stderr in DIR/<row>-agent-<node>.log (the orchestrator's per-step
+ * debug lines, when it writes them).
+ *
+ * Cleanup after every row: clients stopped, the service SIGTERMed, agents
+ * SIGTERMed (SIGKILL after 3 s), any `dvs serve` process of the row's
+ * namespace still there killed, image files, service logs and the samples
+ * directory removed; anything left in /dev/shm/dvs.<ns>.* fails the row. On
+ * Ctrl-C / SIGTERM: no new row or migration starts, the same stop, then every
+ * process whose arguments name one of this run's namespaces
+ * (bench-mig-<pid>-*) is SIGKILLed and its files removed; the process exits
+ * 128 + the signal (a second signal: at once).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createWriteStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -91,7 +99,8 @@ const DC = 1;
 const SERVICE_EP = 10;
 const PROBE_EP = 99;
 const CLIENT_EP_BASE = 21;
-const CLIENTS_PER_NODE = 3;
+const CLIENTS_PER_NODE = envInt('DVS_BENCH_MIG_CLIENTS', 3);
+const TRACE_DIR = process.env.DVS_BENCH_MIG_TRACE;
 /** One-way puts per call in a client's round. */
 const PIPELINE = 2;
 const MIGRATE_TIMEOUT_MS = 60_000;
@@ -179,6 +188,8 @@ export interface MigrationRow {
     total_ms: number[];
     orchestrator_downtime_ms: number[];
     phases_ms: Record<Phase, number[]>;
+    /** The service's own record of each hop (monotonic-clock ms), in migration order. */
+    hops: HopRecord[];
   };
   /** Why the row has no numbers (e.g. the backend does not exist yet). */
   error?: string;
@@ -189,6 +200,14 @@ export interface MigrationRow {
 // ------------------------------------------------------- cleanup registry
 
 const now = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+function envInt(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 64) throw new UsageError(`${name} must be an integer in [0, 64], got ${v}`);
+  return n;
+}
 
 /** What a row holds right now, for the signal handlers. */
 const live = {
@@ -208,10 +227,16 @@ function isServiceOf(pid: number, ns: string): boolean {
   }
 }
 
+/** `dvs serve` processes of namespace `ns`: those the harness knows, and any other (e.g. a standby a migration in progress started). */
+function servicesOf(ns: string): number[] {
+  const all = new Set(live.servicePids);
+  for (const d of readdirSync('/proc')) if (/^\d+$/.test(d)) all.add(Number(d));
+  return [...all].filter((pid) => pid !== process.pid && isServiceOf(pid, ns));
+}
+
 function killServices(ns: string, signal: NodeJS.Signals): number {
   let n = 0;
-  for (const pid of live.servicePids) {
-    if (!isServiceOf(pid, ns)) continue;
+  for (const pid of servicesOf(ns)) {
     try {
       process.kill(pid, signal);
       n++;
@@ -232,17 +257,42 @@ function sweepFiles(ns: string): void {
   rm(tmpdir(), (f) => f.startsWith(`dvs-${ns}-`) || [...live.servicePids].some((pid) => f.startsWith(`dvs-image-${pid}-`)));
 }
 
+/** Every process of this run (agents, services, clients): an argument names one of its namespaces. */
+function ownProcesses(): number[] {
+  const prefix = `bench-mig-${process.pid}-`;
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').some((a) => a.startsWith(prefix))) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** At exit or after a signal: whatever of this run still runs is killed, whatever it left is removed. */
 function sweepNow(): void {
   for (const c of live.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  for (const ns of live.namespaces) {
-    killServices(ns, 'SIGKILL');
-    sweepFiles(ns);
-    for (const f of existsSync('/dev/shm') ? readdirSync('/dev/shm') : []) if (f.startsWith(`dvs.${ns}.`)) rmSync(join('/dev/shm', f), { force: true });
+  for (const pid of ownProcesses()) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
   }
+  const prefix = `bench-mig-${process.pid}-`;
+  for (const f of existsSync('/dev/shm') ? readdirSync('/dev/shm') : [])
+    if (f.startsWith(`dvs.${prefix}`) || f.startsWith(`dvs-mig.${prefix}`)) rmSync(join('/dev/shm', f), { force: true });
+  for (const f of readdirSync(tmpdir())) if (f.startsWith(`dvs-${prefix}`)) rmSync(join(tmpdir(), f), { force: true });
+  for (const ns of live.namespaces) sweepFiles(ns);
   for (const d of live.dirs) rmSync(d, { recursive: true, force: true });
 }
 
 let signals = 0;
+/** Set at the first signal: no new row or migration starts. */
+let interrupted = false;
 /** Ctrl-C / SIGTERM: stop what runs (agents cleanly if they go within 3 s), remove what is left, exit as the signal would. */
 function onSignal(signal: NodeJS.Signals): void {
   const code = 128 + (constants.signals[signal] ?? 0);
@@ -250,6 +300,7 @@ function onSignal(signal: NodeJS.Signals): void {
     sweepNow();
     process.exit(code);
   }
+  interrupted = true;
   process.stderr.write(`[migration] ${signal}: cleaning up (again to force)\n`);
   void (async () => {
     for (const ns of live.namespaces) killServices(ns, 'SIGTERM');
@@ -346,12 +397,19 @@ class Rig {
   }
 
   async start(stateBytes: number): Promise<void> {
+    if (interrupted) throw new Error('interrupted');
     const ports = await freeUdpPorts(NODES.length);
     for (const n of NODES) {
       const peers = NODES.filter((m) => m !== n).map((m) => `${m}=127.0.0.1:${ports[m - 1]}`).join(',');
       const child = spawn(process.execPath, [MAIN_JS, 'agent', '--node', String(n), '--listen', `127.0.0.1:${ports[n - 1]}`, '--peers', peers,
-        '--namespace', this.ns, '--dc', `${DC}:${NODES.join(',')}`, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
-      this.agents.push(new Proc(`agent ${n}`, child));
+        '--namespace', this.ns, '--dc', `${DC}:${NODES.join(',')}`, '--log-level', TRACE_DIR ? 'debug' : 'warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const a = new Proc(`agent ${n}`, child);
+      if (TRACE_DIR) {
+        const out = createWriteStream(join(TRACE_DIR, `${this.ns}-agent-${n}.log`));
+        child.stderr?.on('data', (t: string) => out.write(t));
+        child.once('exit', () => out.end());
+      }
+      this.agents.push(a);
     }
     const deadline = now() + START_TIMEOUT_MS;
     for (const n of NODES) {
@@ -389,6 +447,7 @@ class Rig {
 
   /** One client process per node; resolves once all are ready. */
   async startClients(): Promise<void> {
+    if (CLIENTS_PER_NODE === 0) return;
     for (const n of NODES) {
       const first = CLIENT_EP_BASE + (n - 1) * CLIENTS_PER_NODE;
       const child = spawn(process.execPath, [CLIENT_JS, this.ns, String(n), String(DC), String(SERVICE_EP), String(first), String(CLIENTS_PER_NODE),
@@ -411,7 +470,8 @@ class Rig {
       results.push(...(JSON.parse(l) as { clients: LoadClientResult[] }).clients);
       await c.exited;
     }
-    const samples = NODES.map((n) => {
+    const samples = this.clients.map((_, i) => {
+      const n = NODES[i];
       const b = readFileSync(this.samplesFile(n));
       return new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
     });
@@ -446,7 +506,7 @@ class Rig {
     // The serving process stops after its current message and unbinds.
     killServices(this.ns, 'SIGTERM');
     const deadline = now() + 5000;
-    while ([...live.servicePids].some((pid) => isServiceOf(pid, this.ns)) && now() < deadline) await sleep(20);
+    while (servicesOf(this.ns).length && now() < deadline) await sleep(20);
     killServices(this.ns, 'SIGKILL');
     if (this.service) await Promise.race([this.service.exited, sleep(3000)]);
     await Promise.all(this.agents.map((a) => terminate(a.child)));
@@ -500,7 +560,7 @@ function emptyRow(backend: Backend, stateBytes: number): MigrationRow {
     calls: 0,
     one_way: 0,
     clients: NODES.length * CLIENTS_PER_NODE,
-    samples: { downtime_ms: [], total_ms: [], orchestrator_downtime_ms: [], phases_ms: { drain: [], snapshot: [], transfer: [], restore: [], resume: [] } },
+    samples: { downtime_ms: [], total_ms: [], orchestrator_downtime_ms: [], phases_ms: { drain: [], snapshot: [], transfer: [], restore: [], resume: [] }, hops: [] },
   };
 }
 
@@ -548,7 +608,7 @@ async function measureRow(backend: Backend, stateBytes: number, plan: Plan, log:
     const windows: [number, number][] = [];
     const records: MigrationRecord[] = [];
     let failedInARow = 0;
-    for (let i = 1; i <= plan.migrations; i++) {
+    for (let i = 1; i <= plan.migrations && !interrupted; i++) {
       const from = rig.at;
       const to = (from % NODES.length) + 1;
       const w0 = now();
@@ -596,7 +656,7 @@ async function measureRow(backend: Backend, stateBytes: number, plan: Plan, log:
       row.one_way += c.sent;
       for (const e of c.errors) if (errors.length < 50) errors.push(`client ${c.c}: ${e}`);
     }
-    Object.assign(row, { lost, duplicated: dup, reordered: reord, failed, bad_replies: bad });
+    if (results.length) Object.assign(row, { lost, duplicated: dup, reordered: reord, failed, bad_replies: bad });
     row.state_ok = verify.ok && verify.hops === records.length && verify.bytes === stateBytes;
     if (!row.state_ok) errors.push(`state check after ${records.length} migrations: ${JSON.stringify(verify)}`);
     // Latency during migrations vs steady state.
@@ -619,9 +679,19 @@ async function measureRow(backend: Backend, stateBytes: number, plan: Plan, log:
         errors.push(`migration ${r.id} to pid ${r.pid}: no hop record in the service's log`);
         continue;
       }
-      s.downtime_ms.push(r2(h.first - h.lastSrc));
-      const ph: Record<Phase, number> = { drain: h.snap0 - h.lastSrc, snapshot: h.snap1 - h.snap0, transfer: h.rest0 - h.snap1, restore: h.rest1 - h.rest0, resume: h.first - h.rest1 };
-      for (const k of PHASES) s.phases_ms[k].push(r2(ph[k]));
+      s.hops.push(h);
+      // An idle service (no load) has no last message at the source nor a first one at the destination.
+      const from = h.lastSrc > 0 && CLIENTS_PER_NODE > 0 ? h.lastSrc : null;
+      const first = CLIENTS_PER_NODE > 0 ? h.first : null;
+      if (from !== null && first !== null) s.downtime_ms.push(r2(first - from));
+      const ph: Record<Phase, number | null> = {
+        drain: from === null ? null : h.snap0 - from,
+        snapshot: h.snap1 - h.snap0,
+        transfer: h.rest0 - h.snap1,
+        restore: h.rest1 - h.rest0,
+        resume: first === null ? null : first - h.rest1,
+      };
+      for (const k of PHASES) if (ph[k] !== null) s.phases_ms[k].push(r2(ph[k]));
     }
     row.downtime_ms_p50 = pct(s.downtime_ms, 50);
     row.downtime_ms_p99 = pct(s.downtime_ms, 99);
@@ -697,7 +767,7 @@ function render(rows: readonly MigrationRow[], plan: Plan): string {
   );
   const verdict = (v: number | null, target: number): string => (v === null ? 'not measured' : v <= target ? 'met' : 'missed');
   const target = rows.find((r) => r.backend === 'state' && r.state_bytes === TARGET_STATE_BYTES && r.error === undefined && r.migrations > 0);
-  const clean = measured.filter((r) => r.migrations > 0);
+  const clean = measured.filter((r) => r.migrations > 0 && r.lost !== null);
   const dirty = clean.filter((r) => r.lost !== 0 || r.duplicated !== 0 || r.reordered !== 0);
   const nearOriginal = rows.filter((r) => r.backend === 'state' && r.error === undefined && r.downtime_ms_p50 !== null);
   const targets = [
@@ -707,7 +777,7 @@ function render(rows: readonly MigrationRow[], plan: Plan): string {
       ? `  state backend, 1 MiB: downtime p50 <= ${TARGET_DOWNTIME_MS} ms: ${cell(target.downtime_ms_p50, ' ms')} (${verdict(target.downtime_ms_p50, TARGET_DOWNTIME_MS)}); total <= ${TARGET_TOTAL_MS} ms (p50): ${cell(target.total_ms_p50, ' ms')} (${verdict(target.total_ms_p50, TARGET_TOTAL_MS)})`
       : '  state backend, 1 MiB: no measured row in this run',
     clean.length === 0
-      ? '  lost = duplicated = reordered = 0 in every row: no measured row'
+      ? '  lost = duplicated = reordered = 0 in every row: no row with client load'
       : `  lost = duplicated = reordered = 0 in every row: ${dirty.length === 0 ? `met (${clean.length} measured rows)` : `missed (${dirty.map((r) => `${r.backend} ${sizeLabel(r.state_bytes)}: lost ${r.lost}, dup ${r.duplicated}, reord ${r.reordered}`).join('; ')})`}`,
   ];
   const failedCalls = measured.filter((r) => (r.failed ?? 0) > 0 || (r.bad_replies ?? 0) > 0 || r.state_ok === false);
@@ -752,6 +822,7 @@ export async function runMigration(opts: SuiteOptions, log: (line: string) => vo
     for (const backend of backends) {
       let unavailable: string | null = null;
       for (const size of sizes) {
+        if (interrupted) break;
         if (unavailable !== null) {
           results.push({ ...emptyRow(backend, size), error: unavailable });
           continue;
