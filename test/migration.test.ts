@@ -72,9 +72,13 @@ t.test(`${MIGRATIONS} round-robin migrations under load: nothing lost, duplicate
   const reports = await stopClients(clients);
   const { calls, sent } = checkClients(tt, reports, `${MIGRATIONS} migrations`);
   const lat = reports.map((r) => r.lat);
+  // The busy migrations' freeze includes the end of the 1 s call: reported apart.
+  const idle = (a: number[]): number[] => a.filter((_, k) => (k + 1) % 5 !== 0);
+  const busyOnes = (a: number[]): number[] => a.filter((_, k) => (k + 1) % 5 === 0);
   tt.comment(
-    `${MIGRATIONS} migrations in ${secs.toFixed(1)} s: downtime p50 ${pct(downtime, 0.5).toFixed(2)} ms, p99 ${pct(downtime, 0.99).toFixed(2)} ms, max ${pct(downtime, 1).toFixed(2)} ms; ` +
-      `total p50 ${pct(total, 0.5).toFixed(2)} ms, p99 ${pct(total, 0.99).toFixed(2)} ms; messages moved per migration p50 ${pct(moved, 0.5)}, max ${pct(moved, 1)} (busy ones: ${moved.filter((_, k) => (k + 1) % 5 === 0).join(',')}); ` +
+    `${MIGRATIONS} migrations in ${secs.toFixed(1)} s: downtime p50 ${pct(idle(downtime), 0.5).toFixed(2)} ms, p99 ${pct(idle(downtime), 0.99).toFixed(2)} ms, max ${pct(idle(downtime), 1).toFixed(2)} ms; ` +
+      `total p50 ${pct(idle(total), 0.5).toFixed(2)} ms, p99 ${pct(idle(total), 0.99).toFixed(2)} ms; with the service busy in a 1 s call (every 5th): downtime p50 ${pct(busyOnes(downtime), 0.5).toFixed(0)} ms, ` +
+      `messages moved ${busyOnes(moved).join(',')} (others: max ${pct(idle(moved), 1)}); ` +
       `${calls} calls and ${sent} one-way messages by 8 clients; client call latency p50 ${lat.map((l) => l.p50.toFixed(2)).join('/')} ms, p99 ${lat.map((l) => l.p99.toFixed(1)).join('/')} ms, max ${lat.map((l) => l.max.toFixed(1)).join('/')} ms (per client process)`,
   );
 });

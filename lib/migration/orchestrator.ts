@@ -23,7 +23,7 @@
 import { DvsError } from '../errors.js';
 import { checkDc, checkEp, checkNode } from '../validate.js';
 import type { MigrationHost, Participant } from './participant.js';
-import { CHUNK_BYTES, encodeChunk, fromInfo, toInfo, type ErrorInfo, type Method, type ReplyMsg, type Step, type StepMsg, METHODS } from './protocol.js';
+import { fromInfo, toInfo, type ErrorInfo, type Method, type ReplyMsg, type Step, type StepMsg, METHODS } from './protocol.js';
 
 export type MigrationState = 'preparing' | 'started' | 'quiesced' | 'transferred' | 'restored' | 'committed' | 'rolled back';
 
@@ -182,11 +182,8 @@ export class Orchestrator {
       if (mine.length) this.h.engine.expectReplies(to, Uint32Array.from(mine.flatMap((c) => [dc, c[1], c[2], c[3], ep])));
       // TRANSFER to D; RESTORE there, and COMMIT there right after (adopt + the image's messages answered).
       t0 = t();
-      const bytes = this.part.sourceImage(id);
-      this.part.trace(id, 'image read');
-      if (bytes.length !== img.bytes) throw new DvsError('EDVSINVAL', `the image file holds ${bytes.length} bytes, the runtime said ${img.bytes}`);
-      const chunks = Math.max(1, Math.ceil(bytes.length / CHUNK_BYTES));
-      for (let i = 0; i < chunks; i++) this.h.sendBytes(to, encodeChunk(id, i, bytes.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES)));
+      const [bytes, chunks] = this.part.sourceSend(id, to);
+      if (bytes !== img.bytes) throw new DvsError('EDVSINVAL', `the image file holds ${bytes} bytes, the runtime said ${img.bytes}`);
       rec.state = 'transferred';
       this.part.trace(id, 'chunks sent');
       this.onProgress.set(id, () => {
@@ -195,7 +192,7 @@ export class Orchestrator {
       });
       let d: Record<string, unknown>;
       try {
-        d = await this.ask(to, { t: 'restore', id, bytes: bytes.length, chunks, timeoutMs: RESTORE_MS, commitTimeoutMs: COMMIT_MS }, RESTORE_MS + COMMIT_MS + 2000);
+        d = await this.ask(to, { t: 'restore', id, bytes, chunks, timeoutMs: RESTORE_MS, commitTimeoutMs: COMMIT_MS }, RESTORE_MS + COMMIT_MS + 2000);
       } catch (e) {
         // Did D adopt before failing to answer? Its answer to ROLLBACK says (a dead or unreachable D did not serve anyone).
         const r = await this.ask(to, { t: 'rollback', id }, ROLLBACK_MS).catch(() => null);

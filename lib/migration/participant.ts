@@ -18,7 +18,7 @@
 //     rollback: clear the mark, mig-resume.
 // It also keeps the registry of `dvs serve` services of this node ({op:'service'}).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,7 @@ import { DvsError } from '../errors.js';
 import type { NativeEngine } from '../native.js';
 import { isName, MAX_DC, MAX_EP, MAX_NODE } from '../validate.js';
 import type { Pins } from './pins.js';
-import { decodeChunk, fromInfo, toInfo, type CommitMsg, type ErrorInfo, type PrepareMsg, type RestoreMsg, type StartMsg, type StepMsg } from './protocol.js';
+import { CHUNK_BYTES, CHUNK_HEADER, chunkHeader, decodeChunk, fromInfo, MAX_CHUNKS, MAX_IMAGE_BYTES, toInfo, type CommitMsg, type ErrorInfo, type PrepareMsg, type RestoreMsg, type StartMsg, type StepMsg } from './protocol.js';
 
 export type MigEngine = Pick<NativeEngine, 'setMigrating' | 'fence' | 'toProxy' | 'adopt' | 'expectReplies' | 'endpoints'>;
 
@@ -94,7 +94,8 @@ interface Part {
   childExit?: string;
   conn?: ControlConnection;
   standby?: boolean;
-  chunks?: (Buffer | undefined)[];
+  /** Destination: the image file being written as chunks arrive (fd, chunks and bytes so far). */
+  image?: { fd: number | null; got: Set<number>; bytes: number };
   file?: string;
   adopted?: boolean;
   // source
@@ -125,6 +126,8 @@ export class Participant {
   /** (dc, ep) → the migration holding it on this node. */
   readonly locks = new Map<number, number>();
   private readonly parts = new Map<number, Part>();
+  /** The source's frame buffer for image chunks (allocated at the first migration, reused). */
+  private frame: Buffer | null = null;
   /** Destination side: migrations that committed here (a late ROLLBACK must learn it), the last few. */
   private readonly committedHere = new Map<number, { gen: number; pid: number }>();
   /** (dc, ep) → the service registered for it. */
@@ -255,13 +258,22 @@ export class Participant {
   chunk(from: number, bytes: Buffer): void {
     const c = decodeChunk(bytes);
     const p = c ? this.parts.get(c.id) : undefined;
-    if (!c || !p || p.role !== 'dest' || p.src !== from || !p.chunks) {
+    if (!c || !p || p.role !== 'dest' || p.src !== from || !p.image) {
       this.h.log('warn', 'migration: image chunk for no migration here ignored', { peer: from });
       return;
     }
-    if (c.index > 4096) return;
+    const im = p.image;
+    if (c.index >= MAX_CHUNKS || im.got.has(c.index)) return;
     if (c.index === 0) this.trace(p.id, 'chunk 0');
-    p.chunks[c.index] = c.bytes;
+    try {
+      // Straight into the file at its place: no reassembly buffer.
+      if (im.fd === null) im.fd = openSync((p.file = imagePath(this.h.namespace, this.h.node, p.id, 'dst')), 'w', 0o600);
+      writeSync(im.fd, c.bytes, 0, c.bytes.length, c.index * CHUNK_BYTES);
+      im.got.add(c.index);
+      im.bytes += c.bytes.length;
+    } catch (e) {
+      this.h.log('warn', 'migration: cannot write the image', { id: p.id, error: (e as Error).message });
+    }
   }
 
   /** The link to `node` went down: a migration it orchestrates is over for this node. */
@@ -333,7 +345,7 @@ export class Participant {
     const p = this.newPart(m.id, m.dc, m.ep, 'dest', m.src, m.name);
     p.module = m.module;
     p.args = m.args;
-    p.chunks = [];
+    p.image = { fd: null, got: new Set(), bytes: 0 };
     await this.start(m, from, 'dest');
     // A standby process: module loaded, attached, waiting for the image.
     try {
@@ -352,16 +364,14 @@ export class Participant {
   /** RESTORE, then at once COMMIT here (adopt: the point of no return), with no round trip to the source between. */
   private async restore(m: RestoreMsg, from: number): Promise<Record<string, unknown>> {
     const p = this.parts.get(m.id);
-    if (!p || p.role !== 'dest' || !p.chunks) throw new DvsError('EDVSINVAL', `migration ${m.id} is not prepared on node ${this.h.node}`);
-    const parts = p.chunks;
-    if (parts.length !== m.chunks || parts.some((c) => !c)) throw new DvsError('EDVSINVAL', `migration ${m.id}: ${parts.filter(Boolean).length} of ${m.chunks} image chunks arrived`);
-    const image = Buffer.concat(parts as Buffer[]);
-    p.chunks = [];
-    if (image.length !== m.bytes) throw new DvsError('EDVSINVAL', `migration ${m.id}: image of ${image.length} bytes, ${m.bytes} announced`);
-    this.trace(p.id, 'restore step');
+    if (!p || p.role !== 'dest' || !p.image) throw new DvsError('EDVSINVAL', `migration ${m.id} is not prepared on node ${this.h.node}`);
     const t0 = performance.now();
-    p.file = imagePath(this.h.namespace, this.h.node, m.id, 'dst');
-    writeFileSync(p.file, image);
+    const im = p.image;
+    p.image = undefined;
+    if (im.fd !== null) closeSync(im.fd);
+    if (im.got.size !== m.chunks || im.bytes !== m.bytes || !p.file)
+      throw new DvsError('EDVSINVAL', `migration ${m.id}: ${im.got.size} of ${m.chunks} image chunks (${im.bytes} of ${m.bytes} bytes) arrived`);
+    this.trace(p.id, 'restore step');
     const t1 = performance.now();
     if (p.standby && p.conn?.push && !p.childExit) p.conn.push({ ev: 'mig-restore', mig: p.id, id: p.id, file: p.file });
     else this.spawnRuntime(p, p.file);
@@ -485,6 +495,8 @@ export class Participant {
   private undo(p: Part): void {
     if (p.role === 'dest') {
       this.kill(p);
+      if (p.image?.fd != null) closeSync(p.image.fd);
+      p.image = undefined;
       removeFile(p.file);
     }
     this.unflag(p);
@@ -560,13 +572,31 @@ export class Participant {
     return r;
   }
 
-  /** The image's bytes (and the file removed). */
-  sourceImage(id: number): Buffer {
+  /**
+   * Sends the image file to `dest` in binary CONTROL frames, read straight
+   * into one frame buffer reused for every chunk (the engine copies each
+   * frame when it is handed over); removes the file. Returns [bytes, chunks].
+   */
+  sourceSend(id: number, dest: number): [number, number] {
     const p = this.mustPart(id, 'source');
-    const b = readFileSync(p.file!);
-    removeFile(p.file);
-    p.file = undefined;
-    return b;
+    const fd = openSync(p.file!, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      if (size > MAX_IMAGE_BYTES) throw new DvsError('EDVS2BIG', `the image is ${size} bytes; at most ${MAX_IMAGE_BYTES} migrate`);
+      const chunks = Math.max(1, Math.ceil(size / CHUNK_BYTES));
+      this.frame ??= Buffer.allocUnsafe(CHUNK_HEADER + CHUNK_BYTES);
+      for (let i = 0; i < chunks; i++) {
+        const len = Math.min(CHUNK_BYTES, size - i * CHUNK_BYTES);
+        chunkHeader(this.frame, id, i);
+        if (readSync(fd, this.frame, CHUNK_HEADER, len, i * CHUNK_BYTES) !== len) throw new DvsError('EDVSINVAL', 'the image file is shorter than it was');
+        this.h.sendBytes(dest, this.frame.subarray(0, CHUNK_HEADER + len));
+      }
+      return [size, chunks];
+    } finally {
+      closeSync(fd);
+      removeFile(p.file);
+      p.file = undefined;
+    }
   }
 
   /** COMMIT at the source: the endpoint becomes a proxy to the destination in place. */

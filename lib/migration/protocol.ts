@@ -19,8 +19,11 @@ export type Method = (typeof METHODS)[number];
 
 /** Image chunk payload (raw bytes per binary CONTROL frame; frames are ≤ 1 MiB with the header). */
 export const CHUNK_BYTES = (1 << 20) - 4096;
-/** Images larger than this are refused (a chunk stream is buffered whole at the destination). */
+/** Images larger than this are refused. */
 export const MAX_IMAGE_BYTES = 256 << 20;
+export const MAX_CHUNKS = Math.ceil(MAX_IMAGE_BYTES / CHUNK_BYTES);
+/** [tag u8][id u32][index u32] before a chunk's bytes. */
+export const CHUNK_HEADER = 9;
 /** First byte of a binary migration frame (JSON control messages start with '{'). */
 export const BINARY_TAG = 0x01;
 
@@ -144,7 +147,7 @@ export function parseMig(x: unknown): MigMsg | null {
       return { t: 'prepare', ...base, module: m.module, args: m.args as string[], timeoutMs: m.timeoutMs };
     }
     case 'restore':
-      if (!u32(m.id) || !safe(m.bytes) || m.bytes > MAX_IMAGE_BYTES || !safe(m.chunks) || m.chunks > Math.ceil(MAX_IMAGE_BYTES / CHUNK_BYTES) + 1 || !msOk(m.timeoutMs) || !msOk(m.commitTimeoutMs)) return null;
+      if (!u32(m.id) || !safe(m.bytes) || m.bytes > MAX_IMAGE_BYTES || !safe(m.chunks) || m.chunks > MAX_CHUNKS || !msOk(m.timeoutMs) || !msOk(m.commitTimeoutMs)) return null;
       return { t: 'restore', id: m.id, bytes: m.bytes, chunks: m.chunks, timeoutMs: m.timeoutMs, commitTimeoutMs: m.commitTimeoutMs };
     case 'progress':
       if (!u32(m.id) || m.state !== 'restored') return null;
@@ -187,19 +190,16 @@ export interface Chunk {
   bytes: Buffer;
 }
 
-/** [tag u8][id u32][index u32] then the bytes (little-endian). */
-export function encodeChunk(id: number, index: number, bytes: Uint8Array): Buffer {
-  const b = Buffer.allocUnsafe(9 + bytes.byteLength);
-  b[0] = BINARY_TAG;
-  b.writeUInt32LE(id >>> 0, 1);
-  b.writeUInt32LE(index >>> 0, 5);
-  b.set(bytes, 9);
-  return b;
+/** Writes a chunk's header ([tag u8][id u32][index u32], little-endian) at the start of `frame`; the bytes follow. */
+export function chunkHeader(frame: Buffer, id: number, index: number): void {
+  frame[0] = BINARY_TAG;
+  frame.writeUInt32LE(id >>> 0, 1);
+  frame.writeUInt32LE(index >>> 0, 5);
 }
 
 export function decodeChunk(b: Buffer): Chunk | null {
-  if (b.length < 9 || b[0] !== BINARY_TAG || b.length - 9 > CHUNK_BYTES) return null;
-  return { id: b.readUInt32LE(1), index: b.readUInt32LE(5), bytes: b.subarray(9) };
+  if (b.length < CHUNK_HEADER || b[0] !== BINARY_TAG || b.length - CHUNK_HEADER > CHUNK_BYTES) return null;
+  return { id: b.readUInt32LE(1), index: b.readUInt32LE(5), bytes: b.subarray(CHUNK_HEADER) };
 }
 
 /** An error as it travels (code and message). */
