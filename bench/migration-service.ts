@@ -17,12 +17,12 @@
  *   the last handle() at the source, snapshot() start and end, restore() start
  *   and end at the destination, the entry of the first handle() there. They
  *   travel in the state; the destination appends one record per hop to a log
- *   the suite reads with {op:'mlog'}. Downtime as the suite reports it = first
+ *   the suite reads (and empties) with {op:'mlog'} after every migration. Downtime as the suite reports it = first
  *   handle() at the destination − last handle() at the source.
  *
  * Requests: {op:'put', c, s} (one-way) and {op:'add', c, s} → {s, n} (n: the
  * messages seen from c, so n = s while nothing is lost, duplicated or reset);
- * {op:'stats'} → {clients}; {op:'mlog'} → {log}; {op:'verify'} → {ok, hops,
+ * {op:'stats'} → {clients}; {op:'mlog'} → {log} (and empties it); {op:'verify'} → {ok, hops,
  * bytes} (the store's SHA-256 against the one taken when it was filled).
  */
 import { createHash } from 'node:crypto';
@@ -153,8 +153,12 @@ export function handle(msg: { kind: string; json(): unknown }): unknown {
     }
     case 'stats':
       return { clients };
-    case 'mlog':
-      return { log };
+    case 'mlog': {
+      // Handed over and forgotten, so that the log does not grow the state from hop to hop.
+      const out = log;
+      log = [];
+      return { log: out };
+    }
     case 'verify': {
       const d = storeDigest();
       return { ok: d === digest, hops, bytes, keys: store.size };

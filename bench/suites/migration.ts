@@ -71,7 +71,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { constants, tmpdir } from 'node:os';
+import { constants, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -607,6 +607,7 @@ async function measureRow(backend: Backend, stateBytes: number, plan: Plan, log:
     await sleep(plan.warmupMs);
     const windows: [number, number][] = [];
     const records: MigrationRecord[] = [];
+    const mlog: HopRecord[] = [];
     let failedInARow = 0;
     for (let i = 1; i <= plan.migrations && !interrupted; i++) {
       const from = rig.at;
@@ -633,11 +634,16 @@ async function measureRow(backend: Backend, stateBytes: number, plan: Plan, log:
           break;
         }
       }
+      try {
+        mlog.push(...(await rig.ask<{ log: HopRecord[] }>({ op: 'mlog' })).log);
+      } catch (e) {
+        errors.push(`after migration #${i}: the service's hop log: ${(e as Error).message}`);
+      }
       await sleep(plan.gapMs);
     }
     const { results, samples } = await rig.stopClients();
     const stats = await rig.ask<{ clients: Record<string, Track> }>({ op: 'stats' });
-    const mlog = (await rig.ask<{ log: HopRecord[] }>({ op: 'mlog' })).log;
+    mlog.push(...(await rig.ask<{ log: HopRecord[] }>({ op: 'mlog' })).log);
     const verify = await rig.ask<{ ok: boolean; hops: number; bytes: number }>({ op: 'verify' });
     // Sequence accounting.
     let lost = 0;
@@ -816,6 +822,8 @@ export async function runMigration(opts: SuiteOptions, log: (line: string) => vo
   const sizes = sizesOf(opts);
   for (const f of [SERVICE_JS, CLIENT_JS, MAIN_JS]) if (!existsSync(f)) throw new UsageError(`migration: ${f} is missing (run \`npx tsc -p .\`)`);
   const plan = opts.quick ? QUICK : FULL;
+  const loadStart = loadavg().map((x) => Math.round(x * 100) / 100);
+  log(`load average at start: ${loadStart.join(' ')}`);
   const unhook = hookSignals();
   const results: MigrationRow[] = [];
   try {
@@ -839,6 +847,7 @@ export async function runMigration(opts: SuiteOptions, log: (line: string) => vo
   } finally {
     unhook();
   }
+  const loadEnd = loadavg().map((x) => Math.round(x * 100) / 100);
   const targets = {
     original_s: [1.3, 2.04],
     original_image_bytes: 2.5e6,
@@ -847,8 +856,8 @@ export async function runMigration(opts: SuiteOptions, log: (line: string) => vo
     lost_duplicated_reordered: 0,
   };
   return {
-    json: { results, plan, clients_per_node: CLIENTS_PER_NODE, pipeline: PIPELINE, targets, notes: NOTES },
-    text: render(results, plan),
+    json: { results, plan, clients_per_node: CLIENTS_PER_NODE, pipeline: PIPELINE, load_average: { start: loadStart, end: loadEnd }, targets, notes: NOTES },
+    text: render(results, plan) + `\nLoad average (1, 5, 15 min) at start ${loadStart.join(' ')}, at end ${loadEnd.join(' ')}.\n`,
   };
 }
 
