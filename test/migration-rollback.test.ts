@@ -10,7 +10,10 @@
 //     restore() throws at the destination, the destination's agent is killed
 //     while the destination restores — each time the service keeps serving at
 //     its source (same process, same state) and no client sees an error, a
-//     loss, a duplicate or a reordering; a migration afterwards succeeds.
+//     loss, a duplicate or a reordering; a migration afterwards succeeds;
+//   the source's agent dies during the migration: the other nodes let their
+//     held senders go (they fail as calls to a dead node do), the destination
+//     drops its process, nothing stays in progress.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,4 +144,44 @@ t.test('refusals and rollbacks: the service keeps serving at its source, clients
   tt.same([w4.pid, w4.hops], [after.pid, 3], 'served by the new process, state intact');
   reports = await stopClients(clients);
   checkClients(tt, reports, 'destination killed, then a migration');
+});
+
+t.test('the source dies during the migration: every node lets its senders go, the destination drops its process', async (tt) => {
+  const mc = await startMigCluster(tt, uniqueNs('migsrc'), { deadAfterMs: 600 });
+  const svc = await startService(tt, mc, 2);
+  const marker = join(tmpdir(), `dvs-migsrc-${process.pid}.marker`);
+  rmSync(marker, { force: true });
+  tt.teardown(() => rmSync(marker, { force: true }));
+  await ask(mc, { op: 'mode', restore: 'slow', ms: 30000, marker });
+  const mig = migrate(mc, 1, 3).then(
+    () => null,
+    (e: Error & { code?: string }) => e,
+  );
+  while (!existsSync(marker)) await sleep(10);
+  const standby = Number(readFileSync(marker, 'utf8'));
+  mc.pids.add(standby);
+  // Node 1's sender is held now (its proxy is marked): it must not stay held once the source is gone.
+  const held = mc.probe.call(SERVICE_EP, JSON.stringify({ op: 'get', k: 'x' }), { timeoutMs: 30000 }).then(
+    (m) => (m.release(), 'answered'),
+    (e: Error & { code?: string }) => e.code ?? e.message,
+  );
+  await sleep(100);
+  mc.agents[1].child.kill('SIGKILL');
+  svc.kill('SIGKILL');
+  const e = await mig;
+  tt.equal(e?.code, 'EDVSNOTCONN', `asked of node 1: the migration fails with EDVSNOTCONN, its outcome unknown there (${e?.message})`);
+  tt.equal(await held, 'EDVSNOTCONN', 'the held call is let go and fails as any call to a dead node does (EDVSNOTCONN), instead of waiting');
+  const deadline = Date.now() + 15000;
+  let alive = true;
+  while (alive && Date.now() < deadline) {
+    try {
+      process.kill(standby, 0);
+      await sleep(50);
+    } catch {
+      alive = false;
+    }
+  }
+  tt.notOk(alive, "the destination's standby process is gone");
+  const active = await Promise.all([mc.agents[0], mc.agents[2]].map((a) => a.request<MigrationsList>('migrations').then((l) => l.active)));
+  tt.same(active, [[], []], 'nothing left in progress on the surviving nodes');
 });
