@@ -39,7 +39,17 @@ async function setup(tt: Test, name: string): Promise<Setup> {
   const ns = uniqueNs(name);
   const ports = await freeUdpPorts(2);
   const agents: Agent[] = [];
+  // Teardowns run last-registered first: the serve children (SIGKILLed if a check failed) and this
+  // process's attachments are gone by now; reap the children before the agents stop, so that no
+  // segment outlives a failed run.
   tt.teardown(async () => {
+    for (const a of agents) {
+      try {
+        engineOf(a).reap();
+      } catch {
+        /* stopped already */
+      }
+    }
     for (const a of agents) await a.stop();
   });
   for (let i = 0; i < 2; i++) {
@@ -404,6 +414,44 @@ t.test('restore() throws at the destination: mig-failed, exit 1; the source resu
   tt.same(await callJson(c, EP, { op: 'seqs' }), { '2:22': Array.from({ length: sent }, (_, k) => k) }, 'every one-way message handled once, in order');
   tt.same(errors, [], 'the client saw no error');
   await finish(tt, s, svc);
+});
+
+t.test('destination processes exit on mig-abort and when their agent goes; a quiesced source exits when its agent goes, a serving one serves on', async (tt) => {
+  const s = await setup(tt, 'servemigab');
+  const src = await serveOn(tt, s, 1, KV);
+  const base = ['--dc', String(DC), '--ep', String(EP), '--node', '2', '--namespace', s.ns];
+  // A standby told that its migration was rolled back: exit 1 at once.
+  const sb1 = new ServeProc(tt, [KV, ...base, '--standby']);
+  const r1 = await s.rq.next('mig-standby', 2, (r) => r.req.pid === sb1.pid);
+  s.rq.push(r1.conn, { ev: 'mig-abort', mig: 77, id: 77 });
+  tt.equal((await sb1.child.exit(10000)).code, 1, 'standby + mig-abort: exit 1');
+  tt.match(sb1.child.stderr, /mig-abort/, 'saying why');
+  // A second service on node 2 (another endpoint), serving: it outlives its agent.
+  const other = new ServeProc(tt, [KV, '--dc', String(DC), '--ep', '11', '--node', '2', '--namespace', s.ns]);
+  await other.until('serving');
+  await s.rq.next('service', 2, (r) => r.req.pid === other.pid);
+  const sb2 = new ServeProc(tt, [KV, ...base, '--standby']);
+  await s.rq.next('mig-standby', 2, (r) => r.req.pid === sb2.pid);
+  // The source quiesced (image sent), then its agent goes: it must not serve on (the migration may have committed).
+  const id = ++nextId;
+  s.rq.push(src.conn, { ev: 'mig-quiesce', mig: id, id, fences: [], timeoutMs: 10000 });
+  await s.rq.next('mig-image', 1, (r) => r.req.mig === id);
+  const client = s.nodes[1].bind(DC, 22);
+  tt.same(await callJson(client, 11, { op: 'put', key: 'k', value: 1 }), { ok: true, size: 1 }, 'the other service answers');
+  s.nodes[0].detach();
+  await s.agents[0].stop();
+  tt.equal((await src.proc.child.exit(10000)).code, 1, 'quiesced source whose agent stopped: exit 1');
+  tt.match(src.proc.child.stderr, /EDVSNOTCONN: the agent connection closed while quiesced/, 'saying why');
+  tt.same(imagesOf(src.proc.pid), [], 'its image file removed');
+  await s.agents[1].stop();
+  tt.equal((await sb2.child.exit(10000)).code, 1, 'standby whose agent stopped: exit 1');
+  tt.same(await callJson(client, 11, { op: 'get', key: 'k' }), { found: true, value: 1 }, 'the serving one serves on without its agent (local IPC)');
+  tt.match(other.child.stderr, /the agent connection closed .* serving on, without migration support/, 'with a warning');
+  other.child.kill('SIGTERM');
+  tt.equal((await other.child.exit(10000)).code, 0, 'and stops cleanly');
+  s.nodes[1].detach();
+  await sleep(50);
+  tt.same(shmFiles(s.ns), [], 'no segment left');
 });
 
 t.test('a service without snapshot()/restore() migrates stateless; the calls in its image are answered by the destination', async (tt) => {
