@@ -11,7 +11,7 @@ import { attach, connectCluster, type Cluster, type Endpoint, type Node } from '
 import type { MigrationRecord, MigrationsList } from '../lib/migration/index.js';
 import type { ClientResult } from './fixtures/mig-client.js';
 import { Child, fixturePath, sleep, spawnFixture, type T } from './helpers.js';
-import { type AgentProc, spawnCli, startCluster } from './cluster-helpers.js';
+import { AgentProc, freeUdpPorts, spawnCli, startCluster, waitPeersUp } from './cluster-helpers.js';
 
 export const DC = 1;
 export const SERVICE_EP = 10;
@@ -54,9 +54,17 @@ export interface MigCluster {
   pids: ServicePids;
 }
 
-export async function startMigCluster(t: T, ns: string, opts: { deadAfterMs?: number; dcs?: string } = {}): Promise<MigCluster> {
+/** Three agents (static peers, or with `registry` every part of the control plane in etcd). */
+export async function startMigCluster(t: T, ns: string, opts: { deadAfterMs?: number; dcs?: string; registry?: string } = {}): Promise<MigCluster> {
   if (!existsSync(SERVICE)) throw new Error(`${SERVICE} is missing: run \`npx tsc -p tsconfig.json\` first`);
-  const agents = await startCluster(t, ns, [1, 2, 3], { extra: ['--dc', opts.dcs ?? '1:1,2,3'], deadAfterMs: opts.deadAfterMs });
+  const extra = ['--dc', opts.dcs ?? '1:1,2,3', ...(opts.registry ? ['--registry', opts.registry] : [])];
+  let agents: AgentProc[];
+  if (opts.registry) {
+    const ports = await freeUdpPorts(3);
+    agents = [1, 2, 3].map((n, i) => new AgentProc(t, { node: n, port: ports[i], peers: {}, ns, extra, deadAfterMs: opts.deadAfterMs }));
+    await Promise.all(agents.map((a) => a.start()));
+    for (const a of agents) await waitPeersUp(a, [1, 2, 3].filter((n) => n !== a.node), 20000);
+  } else agents = await startCluster(t, ns, [1, 2, 3], { extra, deadAfterMs: opts.deadAfterMs });
   const clusters = await Promise.all([1, 2, 3].map((n) => connectCluster({ node: n, namespace: ns })));
   t.teardown(() => clusters.forEach((c) => c.close()));
   // Service logs (the agents write their service processes' output there) and images a killed agent left.

@@ -11,6 +11,7 @@
 import t from 'tap';
 import { uniqueNs } from './helpers.js';
 import { runCli } from './cluster-helpers.js';
+import { etcdMissing, startEtcd } from './etcd-helpers.js';
 import { ask, checkClients, DC, locations, migrate, pct, SERVICE_EP, startClients, startMigCluster, startService, stopClients } from './migration-helpers.js';
 
 /** Round-robin migrations under load (the issue asks for 100: DVS_MIGRATIONS=100). */
@@ -81,4 +82,31 @@ t.test(`${MIGRATIONS} round-robin migrations under load: nothing lost, duplicate
       `messages moved ${busyOnes(moved).join(',')} (others: max ${pct(idle(moved), 1)}); ` +
       `${calls} calls and ${sent} one-way messages by 8 clients; client call latency p50 ${lat.map((l) => l.p50.toFixed(2)).join('/')} ms, p99 ${lat.map((l) => l.p99.toFixed(1)).join('/')} ms, max ${lat.map((l) => l.max.toFixed(1)).join('/')} ms (per client process)`,
   );
+});
+
+t.test('with the directory in etcd: migrations under load, the directory follows', { skip: etcdMissing() }, async (tt) => {
+  // etcd writes the destination's key only once the source's is gone: the commit must not wait for it.
+  const etcd = await startEtcd(tt);
+  const mc = await startMigCluster(tt, uniqueNs('migetcd'), { registry: etcd.url });
+  await startService(tt, mc, 1);
+  await ask(mc, { op: 'set', k: 'canary', v: 'etcd' });
+  const clients = await startClients(tt, mc, [1, 1, 1]);
+  const bad: string[] = [];
+  let at = 1;
+  for (let i = 1; i <= 6; i++) {
+    const to = (at % 3) + 1;
+    const r = await migrate(mc, ((i + 1) % 3) + 1, to);
+    const w = await ask<{ pid: number; hops: number }>(mc, { op: 'where' });
+    if (r.state !== 'committed' || r.to !== to || w.pid !== r.pid || w.hops !== i) bad.push(`#${i}: ${JSON.stringify(r)} served by ${JSON.stringify(w)}`);
+    at = to;
+  }
+  tt.same(bad, [], '6 migrations committed, served by the new process each time, state intact');
+  const deadline = Date.now() + 15000;
+  let where = await locations(mc);
+  while (where.some((n) => n !== at) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    where = await locations(mc);
+  }
+  tt.same(where, [at, at, at], `every node's directory (from etcd) names node ${at}`);
+  checkClients(tt, await stopClients(clients), 'etcd directory');
 });

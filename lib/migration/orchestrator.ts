@@ -7,14 +7,16 @@
 //   preparing → started → quiesced → transferred → restored → committed
 //                                                           ↘ rolled back
 //   PREPARE  D: a standby process of the service's module (outside the freeze)
-//   START    every client node (all nodes of the DC but S, D included): mark
-//            the proxy (senders wait), post a FENCE behind what it holds
+//   START    every client node (all nodes of the DC but S, D included): pin
+//            the endpoint to S, mark the proxy (senders wait), post a FENCE
+//            behind what it holds
 //   QUIESCE  S: mark the endpoint, the runtime finishes its current message,
 //            drains up to every fence, writes the image        (freeze starts)
-//   TRANSFER S → D image chunks (CONTROL frames ≤ 1 MiB), RESTORE at D
-//   COMMIT   S: expectReplies for its own callers' calls in the image;
-//            D first: adopt + the image's messages answered     (freeze ends)
-//            then every other client node: proxy → D, mark cleared
+//            S: expectReplies for its own callers' calls in the image
+//   TRANSFER S → D image chunks (binary CONTROL frames ≤ 1 MiB)
+//   RESTORE  D: restore, then commit there at once: adopt (the point of no
+//            return), the image's messages answered, mark cleared (freeze ends)
+//   COMMIT   every other client node: pin → D (proxy repointed), mark cleared;
 //            last S: endpoint → proxy to D in place, runtime detached
 //   ROLLBACK (any failure before D adopted): marks cleared everywhere, the
 //            source's runtime resumes (drained messages first), D's process killed.
