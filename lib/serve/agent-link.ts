@@ -14,6 +14,8 @@ export class AgentLink {
   onPush: (p: Push) => void = () => {};
   /** The connection ended (the agent stopped or died). */
   onClose: (err: DvsError) => void = () => {};
+  /** Requests not answered yet. */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   private constructor(
     private readonly client: ControlClient,
@@ -41,9 +43,23 @@ export class AgentLink {
    */
   send(op: string, fields: Record<string, unknown>): void {
     if (this.client.isClosed) return;
-    this.client.request(op, fields, 10000).catch((e: DvsError) => {
-      if (!this.client.isClosed) this.warn(`the agent answered '${op}' with ${e.message}`);
-    });
+    const p = this.client
+      .request(op, fields, 10000)
+      .catch((e: DvsError) => {
+        if (!this.client.isClosed) this.warn(`the agent answered '${op}' with ${e.message}`);
+      })
+      .finally(() => this.inFlight.delete(p));
+    this.inFlight.add(p);
+  }
+
+  /** Resolves once every line sent so far has been answered (or the connection closed), at most `ms` later. */
+  settled(ms: number): Promise<void> {
+    if (!this.inFlight.size) return Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      Promise.allSettled([...this.inFlight]).then(() => {}),
+      new Promise<void>((r) => (timer = setTimeout(r, ms))),
+    ]).finally(() => clearTimeout(timer));
   }
 
   close(): void {

@@ -75,6 +75,8 @@ interface Migration {
 const STANDBY_SCRATCH_BYTES = 4 << 20;
 /** Where a source writes its image: memory (/dev/shm) when there is one. */
 const IMAGE_DIR = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+/** How long an exiting runtime waits for the agent to acknowledge what it sent last (ms). */
+const LINGER_MS = 1000;
 /** Quiesce timeout when the agent gives none. */
 const DEFAULT_QUIESCE_MS = 5000;
 /** Fence tokens remembered (a fence may arrive before its quiesce push). */
@@ -207,6 +209,7 @@ export class ServiceRuntime {
     try {
       await rt.open(namespace, nodeId, image, !!opts.standby, readMs);
     } catch (e) {
+      await rt.link?.settled(LINGER_MS);  // a mig-failed on its way must reach the agent
       rt.teardown();
       throw e;
     }
@@ -734,16 +737,27 @@ export class ServiceRuntime {
     if (this.finished) return;
     this.finished = true;
     const stopped = this.state !== 'ended';
-    this.teardown();
-    if (stopped && this.stopRequested) this.emit({ event: 'stopped' });
-    this.resolveDone(code);
+    this.state = 'ended';
+    void this.settleLink().then(() => {
+      this.teardown();
+      if (stopped && this.stopRequested) this.emit({ event: 'stopped' });
+      this.resolveDone(code);
+    });
   }
 
   private fail(e: Error): void {
     if (this.finished) return;
     this.finished = true;
-    this.teardown();
-    this.rejectDone(e);
+    this.state = 'ended';
+    void this.settleLink().then(() => {
+      this.teardown();
+      this.rejectDone(e);
+    });
+  }
+
+  /** Lines to the agent still unanswered (a mig-failed, a mig-serving…) get a moment to arrive before the process goes. */
+  private settleLink(): Promise<void> {
+    return this.link ? this.link.settled(LINGER_MS) : Promise.resolve();
   }
 
   /** Releases everything this process holds (a detached endpoint's close leaves its slot alone). */
