@@ -63,7 +63,7 @@ export interface MigrationRecord {
   calls?: number;
   /** The destination process was started before the freeze. */
   standby?: boolean;
-  /** From the freeze (quiesce pushed at S) to the destination serving (its commit answer, minus what it did after). */
+  /** From the freeze (quiesce pushed at S) to the first message served at the destination (its mig-serving), on the source's clock (the one-way delay of the answer taken out). */
   downtimeMs?: number;
   /** START to the last COMMIT. */
   totalMs?: number;
@@ -193,6 +193,7 @@ export class Orchestrator {
         rec.steps.transfer = t() - t0;
       });
       let d: Record<string, unknown>;
+      const tAsk = t();
       try {
         d = await this.ask(to, { t: 'restore', id, bytes, chunks, timeoutMs: RESTORE_MS, commitTimeoutMs: COMMIT_MS }, RESTORE_MS + COMMIT_MS + 2000);
       } catch (e) {
@@ -209,10 +210,15 @@ export class Orchestrator {
       rec.pid = d.pid as number;
       rec.gen = d.gen as number;
       const num = (k: string): number | undefined => (typeof d[k] === 'number' ? (d[k] as number) : undefined);
-      const after = num('afterServingMs') ?? 0;
-      rec.steps.restoreCommit = t() - t0;
+      const tAnswer = t();
+      rec.steps.restoreCommit = tAnswer - t0;
       for (const [k, n] of [['restoreAtDest', 'restoreMs'], ['writeAtDest', 'writeMs'], ['adoptToServing', 'adoptToServingMs']] as const) if (num(n) !== undefined) rec.steps[k] = num(n)!;
-      rec.downtimeMs = t() - tFreeze - after;
+      // Freeze → the first message served at D, on this clock: until the RESTORE step left, then half of the
+      // round trip's network time (the answer's own delay minus D's time), then D's time to serving.
+      const served = num('servedAfterMs');
+      const answered = num('answeredAfterMs');
+      rec.downtimeMs =
+        served !== undefined && answered !== undefined ? tAsk - tFreeze + Math.max(0, tAnswer - tAsk - answered) / 2 + served : tAnswer - tFreeze;
       rec.at!.serving = epoch(tFreeze + rec.downtimeMs);
     } catch (e) {
       if (adopted) throw e;  // (not reached: nothing after adopted throws)

@@ -381,7 +381,9 @@ export class Participant {
     const restoreMs = performance.now() - t1;
     if (from !== this.h.node) this.h.send(from, { k: 'mig', t: 'progress', id: p.id, state: 'restored' });
     const c = await this.commit({ t: 'commit', id: p.id, dest: this.h.node, gen: 0, pid: p.childPid!, timeoutMs: m.commitTimeoutMs });
-    return { ...c, writeMs: t1 - t0, restoreMs };
+    // For the source's downtime figure: from this step's arrival to the first message served, and to this answer.
+    const servedAfterMs = typeof c.servingAt === 'number' ? c.servingAt - t0 : undefined;
+    return { ...c, writeMs: t1 - t0, restoreMs, servedAfterMs, answeredAfterMs: performance.now() - t0 };
   }
 
   private spawnRuntime(p: Part, restore: string): void {
@@ -453,7 +455,7 @@ export class Participant {
       }
       const tServing = performance.now();
       const r = this.destCommitted(p);
-      return { ...r, serving, adoptToServingMs: tServing - t0, afterServingMs: performance.now() - tServing };
+      return { ...r, serving, servingAt: tServing, adoptToServingMs: tServing - t0 };
     }
     // A client node: the proxy points at the destination from now on.
     this.h.pins.pin(p.dc, p.ep, m.dest, m.gen, m.pid, p.name, true);
