@@ -47,7 +47,7 @@ export interface ServeOptions {
 }
 
 export type ServeEvent =
-  | { event: 'serving'; dc: number; ep: number; node: number; pid: number; module: string; restored: boolean; migratable: boolean }
+  | { event: 'serving'; dc: number; ep: number; node: number; pid: number; module: string; restored: boolean; migratable: boolean; ms?: { adopt: number; messages: number } }
   | { event: 'quiesced'; mig: number; messages: number; stateBytes: number; imageBytes: number; file: string; ms: { drain: number; snapshot: number; write: number } }
   | { event: 'resumed'; mig: number; messages: number }
   | { event: 'failed'; mig: number; code: string; message: string }
@@ -156,6 +156,8 @@ export class ServiceRuntime {
   private image: ServiceImage | null = null;
   /** A standby's pre-touched read buffer for the image. */
   private scratch: Buffer | undefined;
+  /** When mig-adopt came and node.adopt() returned (performance.now()). */
+  private adoptMs: [number, number] = [0, 0];
   private readonly emit: (e: ServeEvent) => void;
   private readonly warnFn: (msg: string) => void;
 
@@ -317,7 +319,9 @@ export class ServiceRuntime {
   /** Bound (or adopted) and serving: tell the agent, and the CLI. */
   private announce(restored: boolean): void {
     this.link?.send('service', { ...this.identity(), pid: process.pid });
-    this.emit({ event: 'serving', dc: this.dc, ep: this.epNum, node: this.node.id, pid: process.pid, module: this.moduleAbs, restored, migratable: !!this.link });
+    const [t0, t1] = this.adoptMs;
+    const ms = restored ? { ms: { adopt: round(t1 - t0), messages: round(performance.now() - t1) } } : {};
+    this.emit({ event: 'serving', dc: this.dc, ep: this.epNum, node: this.node.id, pid: process.pid, module: this.moduleAbs, restored, migratable: !!this.link, ...ms });
   }
 
   // ------------------------------------------------------------ the loop
@@ -666,8 +670,10 @@ export class ServiceRuntime {
       this.warn(`ignored mig-adopt ${JSON.stringify(p.mig ?? p.id)} (state ${this.state})`);
       return;
     }
+    const t0 = performance.now();
     try {
       this.ep = this.node.adopt(this.dc, this.epNum);
+      this.adoptMs = [t0, performance.now()];
     } catch (e) {
       this.link?.send('mig-failed', { mig: id, error: { code: codeOf(e), message: `adopt: ${messageOf(e)}` } });
       throw e;
