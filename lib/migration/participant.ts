@@ -159,6 +159,7 @@ export class Participant {
         if (!conn.push) throw new DvsError('EDVSINVAL', 'service needs a control connection');
         const bound = this.h.engine.endpoints().find((e) => !e.remote && e.dc === dc && e.ep === ep);
         if (!bound) throw new DvsError('EDVSNOTBIND', `service: endpoint ${String(ep)} of DC ${String(dc)} is not bound on node ${this.h.node}`);
+        if (bound.pid !== pid) throw new DvsError('EDVSINVAL', `service: endpoint ${String(ep)} of DC ${String(dc)} belongs to pid ${bound.pid}, not ${String(pid)}`);
         const rec: ServiceRec = { dc: dc as number, ep: ep as number, module, args: args as string[], name: name as string, pid: pid as number, conn };
         this.services.set(keyOf(rec.dc, rec.ep), rec);
         (conn as { services?: ServiceRec[] }).services = [...((conn as { services?: ServiceRec[] }).services ?? []), rec];
