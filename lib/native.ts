@@ -110,7 +110,7 @@ export interface NativeEngine {
   /** Migration COMMIT at the source: the local endpoint becomes a proxy to `node` (remote incarnation `gen`) in place. */
   toProxy(dc: number, ep: number, node: number, gen: number): void;
   /** Migration COMMIT at the destination: this node's proxy becomes a local endpoint of process `pid` in place. */
-  adopt(dc: number, ep: number, pid: number): void;
+  adopt(dc: number, ep: number, pid: number, name?: string): void;
   /** Migration COMMIT on a client node: this node's proxy for (dc, ep) points at `node` (remote incarnation `gen`) now. */
   repoint(dc: number, ep: number, node: number, gen: number): void;
   /** Migration: replies from `node` to these local calls [dc, callerEp, callerGen, callId, dstEp] × n are expected. */

@@ -48,7 +48,7 @@ t.test('a server endpoint moves from node 2 to node 3 under load: nothing lost, 
     got.get(sender)!.push(seq);
   };
   const answer = (m: Message): Uint8Array => Uint8Array.from(m.payload, (b) => (b + 1) & 0xff);
-  const old = nodes[1].bind(DC, SERVER);
+  const old = nodes[1].bind(DC, SERVER, { name: 'kv' });
   const fenced = new Map<number, number>();  // node -> token
   let serving = true;
   const oldLoop = (async () => {
@@ -132,9 +132,10 @@ t.test('a server endpoint moves from node 2 to node 3 under load: nothing lost, 
   const local = image.filter((m) => m.kind === 'call' && m.srcNode === 2).map((m) => [DC, m.src, m.replyTarget!.gen, m.replyTarget!.callId, SERVER]);
   e2.expectReplies(3, Uint32Array.from(local.flat()));
   tt.equal(await codeOf(() => nodes[2].adopt(DC, SERVER)), 'EDVSNOTBIND', 'adopt before the agent handed the endpoint over: EDVSNOTBIND');
-  e3.adopt(DC, SERVER, process.pid);
+  e3.adopt(DC, SERVER, process.pid, 'kv');
   const moved = nodes[2].adopt(DC, SERVER);
-  tt.equal(e3.endpoints().find((e) => e.ep === SERVER)!.gen, gen3, 'same slot incarnation after the adoption');
+  const row = e3.endpoints().find((e) => e.ep === SERVER)!;
+  tt.same([row.gen, row.remote, row.name], [gen3, false, 'kv'], 'same slot incarnation after the adoption, now local, with the name it had at the source');
   for (const m of image) {
     if (m.kind === 'call') moved.replyTo(m.replyTarget!, answer(m));
     else if (m.kind === 'send') record(m);
@@ -164,6 +165,7 @@ t.test('a server endpoint moves from node 2 to node 3 under load: nothing lost, 
   // ---- last the source: the slot becomes a proxy to node 3, in place.
   e2.toProxy(DC, SERVER, 3, gen3);
   tt.equal(await codeOf(old.receive({ timeoutMs: 0 })), 'EDVSNOTBIND', "the old server's handle is detached");
+  tt.same(e2.endpoints().filter((e) => e.ep === SERVER).map((e) => [e.remote, e.node, e.name]), [[true, 3, '']], 'the source lists it as a proxy to node 3 (the name is published by node 3 now)');
   e2.setMigrating(DC, SERVER, false);
 
   // Let the clients run against the new location, then stop and check.

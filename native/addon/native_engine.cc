@@ -375,14 +375,23 @@ Napi::Value NativeEngine::ToProxy(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
-// adopt(dc, ep, pid): this node's proxy becomes a local endpoint of process `pid` in place (COMMIT at the destination).
+// adopt(dc, ep, pid, name?): this node's proxy becomes a local endpoint of process `pid` in place
+// (COMMIT at the destination), carrying the endpoint's name (it had one at the source).
 Napi::Value NativeEngine::Adopt(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   double dc, ep, pid;
   if (!check_open(env) || !int_in(info, 0, 0, DVS_MAX_DC, "dc", &dc) || !int_in(info, 1, 0, DVS_MAX_EP, "ep", &ep) ||
       !int_in(info, 2, 1, 4194304, "pid", &pid))
     return env.Undefined();
-  throw_if(env, engine_->adopt(uint32_t(dc), int32_t(ep), uint32_t(pid)), "adopt");
+  std::string name;
+  if (info.Length() > 3 && info[3].IsString()) {
+    name = info[3].As<Napi::String>().Utf8Value();
+    if (name.size() >= dvs::kNameBytes || name.find('\0') != std::string::npos) {
+      throw_inval(env, "adopt: a name has at most 31 bytes and no NUL");
+      return env.Undefined();
+    }
+  }
+  throw_if(env, engine_->adopt(uint32_t(dc), int32_t(ep), uint32_t(pid), std::move(name)), "adopt");
   return env.Undefined();
 }
 

@@ -357,7 +357,8 @@ void inbox_space_freed(dvs_node *n, EndpointSlot *e) {
 }
 
 int ep_take_over(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
-                 uint32_t owner_proc, dvs_endpoint **out) {
+                 uint32_t owner_proc, dvs_endpoint **out, const char *name) {
+  if (name && strnlen(name, kNameBytes) >= kNameBytes) return EDVSINVAL;
   if (n->forked) return EDVSDVSINIT;
   if (dc > DVS_MAX_DC || ep < 0 || ep > DVS_MAX_EP) return EDVSINVAL;
   if (kind != kEpLocal && kind != kEpRemote) return EDVSINVAL;
@@ -383,7 +384,8 @@ int ep_take_over(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t r
       e->kind = kind;
       e->remote_node.store(kind == kEpRemote ? remote_node : 0, std::memory_order_relaxed);
       e->remote_gen.store(kind == kEpRemote ? remote_gen : 0, std::memory_order_relaxed);
-      if (kind == kEpRemote) memset(e->name, 0, kNameBytes);
+      memset(e->name, 0, kNameBytes);
+      if (kind == kEpLocal && name) memcpy(e->name, name, strnlen(name, kNameBytes - 1));
       a.hdr()->bind_seq.fetch_add(1, std::memory_order_acq_rel);
       ring_agent(n);
     }

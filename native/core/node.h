@@ -195,8 +195,9 @@ int ep_set_migrating(dvs_node *n, uint32_t dc, int32_t ep, bool on);
 // valid. The new owner is process slot `owner_proc` (kNone: the caller);
 // `out` (may be null) gets a handle for the caller. EDVSNOTBIND if nothing is
 // bound there, EDVSPROCSTS if it is not of the other kind.
+// `name` (kEpLocal only; nullptr = none) is published by the directory as at bind.
 int ep_take_over(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t remote_node, uint32_t remote_gen,
-                 uint32_t owner_proc, dvs_endpoint **out);
+                 uint32_t owner_proc, dvs_endpoint **out, const char *name = nullptr);
 // A handle on a local endpoint whose slot was handed to this process (ep_take_over by the agent).
 int ep_open_owned(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out);
 // Drops a handle without touching its slot (it was handed to someone else); the caller deletes it.

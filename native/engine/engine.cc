@@ -236,8 +236,8 @@ int Engine::to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen) {
   return run_on_engine([=] { return mig_to_proxy(dc, ep, node, gen); });
 }
 
-int Engine::adopt(uint32_t dc, int32_t ep, uint32_t pid) {
-  return run_on_engine([=] { return mig_adopt(dc, ep, pid); });
+int Engine::adopt(uint32_t dc, int32_t ep, uint32_t pid, std::string name) {
+  return run_on_engine([=] { return mig_adopt(dc, ep, pid, name); });
 }
 
 int Engine::repoint(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen) {
@@ -282,7 +282,7 @@ int Engine::mig_to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen) {
   return 0;
 }
 
-int Engine::mig_adopt(uint32_t dc, int32_t ep, uint32_t pid) {
+int Engine::mig_adopt(uint32_t dc, int32_t ep, uint32_t pid, const std::string &name) {
   auto it = proxies_.find(proxy_key(dc, ep));
   if (it == proxies_.end()) return EDVSNOTBIND;
   Arena &a = *node_->arena;
@@ -292,7 +292,7 @@ int Engine::mig_adopt(uint32_t dc, int32_t ep, uint32_t pid) {
     if (i != node_->proc && p->state.load(std::memory_order_acquire) == kProcLive && p->pid == pid) proc = i;  // (not the engine's own attachment)
   }
   if (proc == kNone) return EDVSSRCDIED;  // that process is not attached to this node
-  int r = ep_take_over(node_, dc, ep, kEpLocal, 0, 0, proc, nullptr);
+  int r = ep_take_over(node_, dc, ep, kEpLocal, 0, 0, proc, nullptr, name.empty() ? nullptr : name.c_str());
   if (r) return r;
   // The slot is the new owner's now: drop the engine's handle without unbinding.
   dvs_endpoint *e = it->second.e;

@@ -95,7 +95,7 @@ class Engine : public net::Handler {
   // Source, COMMIT: the local endpoint becomes a proxy to `node` (remote incarnation `gen`) in place.
   int to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
   // Destination, COMMIT: this node's proxy becomes a local endpoint owned by process `pid`, in place.
-  int adopt(uint32_t dc, int32_t ep, uint32_t pid);
+  int adopt(uint32_t dc, int32_t ep, uint32_t pid, std::string name = {});
   // Client node, COMMIT: this node's proxy for (dc, ep) now points at `node` (remote incarnation `gen`);
   // what waits on the old node waits on the new one.
   int repoint(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
@@ -156,7 +156,7 @@ class Engine : public net::Handler {
   int run_on_engine(std::function<int()> f);
   int mig_fence(uint32_t dc, int32_t ep, uint32_t token);
   int mig_to_proxy(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
-  int mig_adopt(uint32_t dc, int32_t ep, uint32_t pid);
+  int mig_adopt(uint32_t dc, int32_t ep, uint32_t pid, const std::string &name);
   void point_proxy(Proxy &px, uint32_t node, uint32_t gen, uint32_t pid);
 
   Engine() = default;
