@@ -442,7 +442,7 @@ export class Participant {
       if (!p.childPid || p.childExit) throw new DvsError('EDVSSRCDIED', `migration ${m.id}: the restored process is gone (${p.childExit ?? 'never started'})`);
       const t0 = performance.now();
       this.trace(p.id, 'adopt');
-      this.h.engine.adopt(p.dc, p.ep, p.childPid);  // the point of no return
+      this.h.engine.adopt(p.dc, p.ep, p.childPid, p.name || undefined);  // the point of no return (the name moves too)
       p.adopted = true;
       this.h.pins.pin(p.dc, p.ep, this.h.node, 0, p.childPid, p.name, true);
       this.trace(p.id, 'adopted');
