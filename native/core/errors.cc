@@ -25,6 +25,7 @@ static const ErrInfo kErrors[] = {
     {EDVSAGAIN, "EDVSAGAIN", "resource temporarily unavailable (would wait)"},
     {EDVSNOMEM, "EDVSNOMEM", "not enough shared memory"},
     {EDVSBUSY, "EDVSBUSY", "resource busy"},
+    {EDVSNOSYS, "EDVSNOSYS", "not available (yet)"},
     {EDVSINVAL, "EDVSINVAL", "invalid argument"},
     {EDVSNOSPC, "EDVSNOSPC", "no free slot in the endpoint or process table"},
     {EDVSTIMEDOUT, "EDVSTIMEDOUT", "timed out"},

@@ -28,6 +28,7 @@ extern "C" {
 #define EDVSAGAIN       (-11)   /* would have to wait (DVS_NOWAIT) */
 #define EDVSNOMEM       (-12)   /* shared memory too small / unavailable */
 #define EDVSBUSY        (-16)   /* resource busy */
+#define EDVSNOSYS       (-38)   /* not available (yet): e.g. a migration backend this build or host lacks */
 #define EDVSINVAL       (-22)   /* invalid argument */
 #define EDVSNOSPC       (-28)   /* endpoint or process table full */
 #define EDVSTIMEDOUT    (-61)   /* the timeout expired */
