@@ -115,6 +115,8 @@ export interface NativeEngine {
   repoint(dc: number, ep: number, node: number, gen: number): void;
   /** Migration: replies from `node` to these local calls [dc, callerEp, callerGen, callId, dstEp] × n are expected. */
   expectReplies(node: number, calls: Uint32Array): void;
+  /** Migration ROLLBACK at the source: withdraws what expectReplies(node, calls) set up. */
+  forgetReplies(node: number, calls: Uint32Array): void;
   /** Fault injection: drop every datagram to and from these peers (a partition); empty heals. */
   setPartition(nodes: Uint32Array): void;
   /** JSON (engine.cc refresh_stats). */

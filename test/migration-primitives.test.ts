@@ -130,6 +130,14 @@ t.test('a server endpoint moves from node 2 to node 3 under load: nothing lost, 
   const gen3 = e3.endpoints().find((e) => e.ep === SERVER)!.gen;
   // Calls in the image from node 2's own clients will be answered from node 3.
   const local = image.filter((m) => m.kind === 'call' && m.srcNode === 2).map((m) => [DC, m.src, m.replyTarget!.gen, m.replyTarget!.callId, SERVER]);
+  // (A rollback withdraws what expectReplies set up: an unrelated expectation, set and withdrawn.)
+  const pendingNow = (): number => Number((a2.stats() as { pending?: number }).pending ?? 0);
+  const base = pendingNow();
+  e2.expectReplies(3, Uint32Array.from([DC, 61, 1, 999999, SERVER]));
+  await until('the expectation to show', () => pendingNow() === base + 1, 5000);
+  e2.forgetReplies(3, Uint32Array.from([DC, 61, 1, 999999, SERVER]));
+  await until('the expectation to go', () => pendingNow() === base, 5000);
+  tt.pass('forgetReplies withdraws an expectation');
   e2.expectReplies(3, Uint32Array.from(local.flat()));
   tt.equal(await codeOf(() => nodes[2].adopt(DC, SERVER)), 'EDVSNOTBIND', 'adopt before the agent handed the endpoint over: EDVSNOTBIND');
   e3.adopt(DC, SERVER, process.pid, 'kv');

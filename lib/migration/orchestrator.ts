@@ -152,6 +152,7 @@ export class Orchestrator {
     const t = (): number => performance.now();
     const base = { id, dc, ep, src, gen: local.gen, pid: local.pid, name: local.name };
     let adopted = false;
+    let expected: Uint32Array | null = null;  // expectReplies set up for this node's callers (withdrawn on rollback)
     let t0 = t();
     let tStart = 0;
     let tFreeze = 0;
@@ -181,7 +182,10 @@ export class Orchestrator {
       log('migration: quiesced', { bytes: img.bytes, messages: img.messages, fenced: rec.fenced });
       // Calls of this node's callers in the image will be answered from D: expected from now on.
       const mine = img.calls.filter((c) => c[0] === this.h.node);
-      if (mine.length) this.h.engine.expectReplies(to, Uint32Array.from(mine.flatMap((c) => [dc, c[1], c[2], c[3], ep])));
+      if (mine.length) {
+        expected = Uint32Array.from(mine.flatMap((c) => [dc, c[1], c[2], c[3], ep]));
+        this.h.engine.expectReplies(to, expected);
+      }
       // TRANSFER to D; RESTORE there, and COMMIT there right after (adopt + the image's messages answered).
       t0 = t();
       const [bytes, chunks] = this.part.sourceSend(id, to);
@@ -226,6 +230,7 @@ export class Orchestrator {
       rec.error = toInfo(e);
       log('migration: rolled back', { error: rec.error });
       // The source's service goes on (drained messages first), then the others let their senders go.
+      if (expected) this.h.engine.forgetReplies(to, expected);  // the source answers those calls itself
       this.part.sourceRollback(id);
       await Promise.all([...asked].map((n) => this.ask(n, { t: 'rollback', id }, ROLLBACK_MS).catch((x: Error) => this.h.log('warn', 'migration: rollback not confirmed', { id, node: n, error: x.message }))));
       throw fromInfo(rec.error, `migration ${id} of endpoint ${ep} (DC ${dc}) from node ${src} to node ${to} rolled back: `);

@@ -30,7 +30,7 @@ import { isName, MAX_DC, MAX_EP, MAX_NODE } from '../validate.js';
 import type { Pins } from './pins.js';
 import { CHUNK_BYTES, CHUNK_HEADER, chunkHeader, decodeChunk, fromInfo, MAX_CHUNKS, MAX_IMAGE_BYTES, toInfo, type CommitMsg, type ErrorInfo, type PrepareMsg, type RestoreMsg, type StartMsg, type StepMsg } from './protocol.js';
 
-export type MigEngine = Pick<NativeEngine, 'setMigrating' | 'fence' | 'toProxy' | 'adopt' | 'expectReplies' | 'endpoints'>;
+export type MigEngine = Pick<NativeEngine, 'setMigrating' | 'fence' | 'toProxy' | 'adopt' | 'expectReplies' | 'forgetReplies' | 'endpoints'>;
 
 /** What the migration code needs from its agent. */
 export interface MigrationHost {
@@ -562,14 +562,19 @@ export class Participant {
   /** Mark the endpoint here, push mig-quiesce, wait for the image (the runtime's own timeout, plus a margin). */
   async sourceQuiesce(id: number, fences: number[], timeoutMs: number): Promise<ImageInfo> {
     const p = this.mustPart(id, 'source');
-    const svc = p.service!;
-    if (this.services.get(keyOf(p.dc, p.ep)) !== svc || !svc.conn.push) throw new DvsError('EDVSSRCDIED', `the service process (pid ${svc.pid}) is gone`);
+    // The same process may have registered again since the migration began (a restored runtime
+    // registers once it serves): the latest record of that pid is the one to drive.
+    const cur = this.services.get(keyOf(p.dc, p.ep));
+    if (!cur || cur.pid !== p.service!.pid || !cur.conn.push) throw new DvsError('EDVSSRCDIED', `the service process (pid ${p.service!.pid}) is gone`);
+    p.service = cur;
+    const push = cur.conn.push;
+    const svc = cur;
     this.h.pins.pin(p.dc, p.ep, this.h.node, 0, svc.pid, p.name, true);
     this.h.engine.setMigrating(p.dc, p.ep, true);
     p.flagged = true;
     p.quiesced = true;
     this.trace(id, 'quiesce');
-    svc.conn.push({ ev: 'mig-quiesce', mig: id, id, fences, timeoutMs });
+    push({ ev: 'mig-quiesce', mig: id, id, fences, timeoutMs });
     const r = (await this.wait(p, 'image', timeoutMs + 2000, 'the service to quiesce and write its image')) as ImageInfo;
     p.file = r.file;
     return r;

@@ -56,6 +56,7 @@ Napi::Function NativeEngine::Init(Napi::Env env) {
                       InstanceMethod<&NativeEngine::ToProxy>("toProxy"),
                       InstanceMethod<&NativeEngine::Adopt>("adopt"),
                       InstanceMethod<&NativeEngine::ExpectReplies>("expectReplies"),
+                      InstanceMethod<&NativeEngine::ForgetReplies>("forgetReplies"),
                       InstanceMethod<&NativeEngine::Repoint>("repoint"),
                       InstanceMethod<&NativeEngine::Stats>("stats"),
                       InstanceMethod<&NativeEngine::Endpoints>("endpoints"),
@@ -406,26 +407,31 @@ Napi::Value NativeEngine::Repoint(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
-// expectReplies(fromNode, Uint32Array [dc, callerEp, callerGen, callId, dstEp] * n)
-Napi::Value NativeEngine::ExpectReplies(const Napi::CallbackInfo &info) {
+// expectReplies / forgetReplies(fromNode, Uint32Array [dc, callerEp, callerGen, callId, dstEp] * n)
+Napi::Value NativeEngine::ExpectReplies(const Napi::CallbackInfo &info) { return Replies(info, true); }
+Napi::Value NativeEngine::ForgetReplies(const Napi::CallbackInfo &info) { return Replies(info, false); }
+
+Napi::Value NativeEngine::Replies(const Napi::CallbackInfo &info, bool expect) {
   Napi::Env env = info.Env();
   double from;
   if (!check_open(env) || !int_in(info, 0, 0, 1023, "node", &from)) return env.Undefined();
   if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array ||
       info[1].As<Napi::Uint32Array>().ElementLength() % 5) {
-    throw_inval(env, "expectReplies(node, Uint32Array [dc, callerEp, callerGen, callId, dstEp] * n)");
+    throw_inval(env, "expectReplies/forgetReplies(node, Uint32Array [dc, callerEp, callerGen, callId, dstEp] * n)");
     return env.Undefined();
   }
   Napi::Uint32Array a = info[1].As<Napi::Uint32Array>();
   std::vector<dvs::engine::Pending> calls;
   for (size_t i = 0; i + 4 < a.ElementLength(); i += 5) {
     if (a[i] > DVS_MAX_DC || a[i + 1] > DVS_MAX_EP || a[i + 4] > DVS_MAX_EP) {
-      throw_inval(env, "expectReplies: dc or endpoint out of range");
+      throw_inval(env, "expectReplies/forgetReplies: dc or endpoint out of range");
       return env.Undefined();
     }
     calls.push_back({a[i], int32_t(a[i + 1]), a[i + 3], a[i + 2], 0, int32_t(a[i + 4]), 1});
   }
-  throw_if(env, engine_->expect_replies(uint32_t(from), std::move(calls)), "expectReplies");
+  int r = expect ? engine_->expect_replies(uint32_t(from), std::move(calls))
+                 : engine_->forget_replies(uint32_t(from), std::move(calls));
+  throw_if(env, r, expect ? "expectReplies" : "forgetReplies");
   return env.Undefined();
 }
 

@@ -31,6 +31,8 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   Napi::Value ToProxy(const Napi::CallbackInfo &info);
   Napi::Value Adopt(const Napi::CallbackInfo &info);
   Napi::Value ExpectReplies(const Napi::CallbackInfo &info);
+  Napi::Value ForgetReplies(const Napi::CallbackInfo &info);
+  Napi::Value Replies(const Napi::CallbackInfo &info, bool expect);
   Napi::Value Repoint(const Napi::CallbackInfo &info);
   Napi::Value Stats(const Napi::CallbackInfo &info);
   Napi::Value Endpoints(const Napi::CallbackInfo &info);

@@ -262,6 +262,18 @@ int Engine::expect_replies(uint32_t from, std::vector<Pending> calls) {
   });
 }
 
+int Engine::forget_replies(uint32_t from, std::vector<Pending> calls) {
+  return run_on_engine([this, from, calls = std::move(calls)] {
+    for (const Pending &c : calls) {
+      const Pending *p = pending_.find_entry(c.dc, c.caller, c.call_id);
+      if (!p || p->peer != from || p->caller_gen != c.caller_gen || p->origin != kNoOrigin) continue;
+      Pending gone;
+      pending_.take(c.dc, c.caller, c.call_id, &gone);
+    }
+    return 0;
+  });
+}
+
 int Engine::mig_fence(uint32_t dc, int32_t ep, uint32_t token) {
   auto it = proxies_.find(proxy_key(dc, ep));
   if (it == proxies_.end()) return EDVSNOTBIND;

@@ -101,6 +101,8 @@ class Engine : public net::Handler {
   int repoint(uint32_t dc, int32_t ep, uint32_t node, uint32_t gen);
   // Source: replies from `from` to these local callers are expected (calls handed over in an image).
   int expect_replies(uint32_t from, std::vector<Pending> calls);
+  // Source, ROLLBACK: those expectations are withdrawn (the source's service answers the calls itself).
+  int forget_replies(uint32_t from, std::vector<Pending> calls);
 
   // Events for the host. `cb` runs on the engine thread when events are queued;
   // the host then drains them with next_event() on its own thread.
