@@ -147,7 +147,10 @@ t.test('refusals and rollbacks: the service keeps serving at its source, clients
 });
 
 t.test('the source dies during the migration: every node lets its senders go, the destination drops its process', async (tt) => {
-  const mc = await startMigCluster(tt, uniqueNs('migsrc'), { deadAfterMs: 600 });
+  const ns = uniqueNs('migsrc');
+  const mc = await startMigCluster(tt, ns, { deadAfterMs: 600 });
+  // Node 2's agent is SIGKILLed below: nobody is left to remove its arena (its processes are all dead).
+  tt.teardown(() => rmSync(`/dev/shm/dvs.${ns}.2`, { force: true }));
   const svc = await startService(tt, mc, 2);
   const marker = join(tmpdir(), `dvs-migsrc-${process.pid}.marker`);
   rmSync(marker, { force: true });
