@@ -176,6 +176,19 @@ int node_reap_dead(dvs_node *n) {
 }
 
 namespace {
+// A process-side handle on slot `s` (incarnation `gen`), registered with the attachment.
+dvs_endpoint *open_handle(dvs_node *n, uint32_t s, uint32_t gen, uint32_t dc, int32_t ep) {
+  auto *me = new dvs_endpoint();
+  me->node = n;
+  me->slot = s;
+  me->gen = gen;
+  me->dc = dc;
+  me->ep = ep;
+  me->open = true;
+  n->eps.push_back(me);
+  return me;
+}
+
 // Whether another bound local endpoint of DC `dc` carries `name` (under the arena lock).
 bool name_taken_locked(Arena &a, uint32_t dc, const char *name, int32_t *holder) {
   for (uint32_t i = 0; i < a.hdr()->cfg.max_endpoints; i++) {
@@ -259,15 +272,7 @@ int ep_bind_as(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t rem
   ring_agent(n);
   unlock_arena(n);
 
-  auto *me = new dvs_endpoint();
-  me->node = n;
-  me->slot = s;
-  me->gen = gen;
-  me->dc = dc;
-  me->ep = ep;
-  me->open = true;
-  n->eps.push_back(me);
-  *out = me;
+  *out = open_handle(n, s, gen, dc, ep);
   return 0;
 }
 
@@ -392,15 +397,7 @@ int ep_take_over(dvs_node *n, uint32_t dc, int32_t ep, uint32_t kind, uint32_t r
   }
   unlock_arena(n);
   if (r || !out) return r;
-  auto *me = new dvs_endpoint();
-  me->node = n;
-  me->slot = s;
-  me->gen = e->gen.load(std::memory_order_acquire);
-  me->dc = dc;
-  me->ep = ep;
-  me->open = true;
-  n->eps.push_back(me);
-  *out = me;
+  *out = open_handle(n, s, e->gen.load(std::memory_order_acquire), dc, ep);
   return 0;
 }
 
@@ -418,15 +415,7 @@ int ep_open_owned(dvs_node *n, uint32_t dc, int32_t ep, dvs_endpoint **out) {
   unlock_arena(n);
   if (!ok) return fail(EDVSNOTBIND, "endpoint " + std::to_string(ep) + " of DC " + std::to_string(dc) +
                                         " has not been handed to this process");
-  auto *me = new dvs_endpoint();
-  me->node = n;
-  me->slot = s;
-  me->gen = gen;
-  me->dc = dc;
-  me->ep = ep;
-  me->open = true;
-  n->eps.push_back(me);
-  *out = me;
+  *out = open_handle(n, s, gen, dc, ep);
   return 0;
 }
 
