@@ -197,7 +197,6 @@ export class Orchestrator {
         rec.steps.transfer = t() - t0;
       });
       let d: Record<string, unknown>;
-      const tAsk = t();
       try {
         d = await this.ask(to, { t: 'restore', id, bytes, chunks, timeoutMs: RESTORE_MS, commitTimeoutMs: COMMIT_MS }, RESTORE_MS + COMMIT_MS + 2000);
       } catch (e) {
@@ -217,12 +216,12 @@ export class Orchestrator {
       const tAnswer = t();
       rec.steps.restoreCommit = tAnswer - t0;
       for (const [k, n] of [['restoreAtDest', 'restoreMs'], ['writeAtDest', 'writeMs'], ['adoptToServing', 'adoptToServingMs']] as const) if (num(n) !== undefined) rec.steps[k] = num(n)!;
-      // Freeze → the first message served at D, on this clock: until the RESTORE step left, then half of the
-      // round trip's network time (the answer's own delay minus D's time), then D's time to serving.
+      // Freeze → the first message served at D, on this clock: the answer's arrival minus D's time between
+      // serving and answering. (It overstates by the answer's one-way delay, under 1 ms; halving the round
+      // trip instead understated it, since the RESTORE request waits behind the image chunks.)
       const served = num('servedAfterMs');
       const answered = num('answeredAfterMs');
-      rec.downtimeMs =
-        served !== undefined && answered !== undefined ? tAsk - tFreeze + Math.max(0, tAnswer - tAsk - answered) / 2 + served : tAnswer - tFreeze;
+      rec.downtimeMs = served !== undefined && answered !== undefined ? tAnswer - tFreeze - Math.max(0, answered - served) : tAnswer - tFreeze;
       rec.at!.serving = epoch(tFreeze + rec.downtimeMs);
     } catch (e) {
       if (adopted) throw e;  // (not reached: nothing after adopted throws)
