@@ -150,7 +150,11 @@ t.test('the source dies during the migration: every node lets its senders go, th
   const ns = uniqueNs('migsrc');
   const mc = await startMigCluster(tt, ns, { deadAfterMs: 600 });
   // Node 2's agent is SIGKILLed below: nobody is left to remove its arena (its processes are all dead).
-  tt.teardown(() => rmSync(`/dev/shm/dvs.${ns}.2`, { force: true }));
+  const dropArena2 = (): void => rmSync(`/dev/shm/dvs.${ns}.2`, { force: true });
+  tt.teardown(async () => {
+    await sleep(200);  // after the other teardowns' kills have landed
+    dropArena2();
+  });
   const svc = await startService(tt, mc, 2);
   const marker = join(tmpdir(), `dvs-migsrc-${process.pid}.marker`);
   rmSync(marker, { force: true });
@@ -187,4 +191,5 @@ t.test('the source dies during the migration: every node lets its senders go, th
   tt.notOk(alive, "the destination's standby process is gone");
   const active = await Promise.all([mc.agents[0], mc.agents[2]].map((a) => a.request<MigrationsList>('migrations').then((l) => l.active)));
   tt.same(active, [[], []], 'nothing left in progress on the surviving nodes');
+  dropArena2();
 });
